@@ -1,0 +1,1 @@
+"""tiktok-audiences: a Segment-style destination for TikTok Audiences."""

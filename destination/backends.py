@@ -1,0 +1,137 @@
+"""The backend interface: one method, ``send(request) -> response``.
+
+``HttpBackend`` speaks HTTP to TikTok (or anything at another base URL); the fake TikTok
+server's ``FakeTikTok`` is another implementation that answers in-process. Tests choose
+one by passing it in.
+
+Paths are relative to the versioned API root: ``segment/mapping/`` is sent to
+``{base_url}/open_api/v1.3/segment/mapping/``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from destination.errors import ConfigurationError, RetryableError
+
+__all__ = [
+    "API_VERSION",
+    "ApiRequest",
+    "ApiResponse",
+    "Backend",
+    "HttpBackend",
+    "check_base_url",
+]
+
+API_VERSION = "v1.3"
+REDACTED = "***"
+_SECRET_HEADERS = frozenset({"access-token", "authorization"})
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One call to the API. ``params`` are query parameters (already strings)."""
+
+    method: str
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        shown = {
+            k: (REDACTED if k.lower() in _SECRET_HEADERS else v) for k, v in self.headers.items()
+        }
+        return (
+            f"ApiRequest({self.method} {self.path}, params={dict(self.params)!r}, "
+            f"headers={shown!r})"
+        )
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    """What came back: the HTTP status and the decoded JSON body (None if not JSON)."""
+
+    status: int
+    body: Any = None
+    text: str = ""
+
+
+class Backend(Protocol):
+    """Anything that can carry an ``ApiRequest`` to TikTok and bring the answer back."""
+
+    def send(self, request: ApiRequest) -> ApiResponse: ...
+
+
+def check_base_url(base_url: str) -> str:
+    """Return the base URL without a trailing slash; refuse plain http off loopback."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"base_url {base_url!r} is plain http to a non-loopback host; use https "
+            "(plain http is only allowed for 127.0.0.0/8, ::1 and localhost)"
+        )
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpBackend:
+    """Sends requests over HTTP with a pooled ``requests.Session``.
+
+    Transport failures (timeouts, resets, refused connections) become ``RetryableError``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = check_base_url(base_url)
+        self.timeout = timeout
+        self._session = session or requests.Session()
+
+    def __repr__(self) -> str:
+        return f"HttpBackend({self.base_url!r})"
+
+    def url_for(self, path: str) -> str:
+        return f"{self.base_url}/open_api/{API_VERSION}/{path.lstrip('/')}"
+
+    def send(self, request: ApiRequest) -> ApiResponse:
+        try:
+            reply = self._session.request(
+                request.method,
+                self.url_for(request.path),
+                params=dict(request.params) or None,
+                json=request.json,
+                headers=dict(request.headers),
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            # The exception text can hold the URL but never headers; name the class only.
+            raise RetryableError(
+                f"{request.method} {request.path} failed in transport: {type(exc).__name__}"
+            ) from exc
+        try:
+            body = reply.json()
+        except (ValueError, json.JSONDecodeError):
+            body = None
+        return ApiResponse(status=reply.status_code, body=body, text=reply.text[:500])

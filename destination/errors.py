@@ -1,0 +1,109 @@
+"""The one exception tree of the project, grouped by what the caller does next.
+
+::
+
+    DestinationError                   base of everything raised on purpose
+    ├── ConfigurationError             bad settings or environment: fix and rerun (exit 2)
+    ├── InputError                     the events file cannot be read at all (exit 6)
+    ├── MappingError                   bad mapping file: names file, JSON pointer, expectation
+    │                                  (exit 3); raised before any call is made
+    ├── PayloadError                   one event's data is unusable: that event is rejected
+    │                                  alone, the run goes on
+    └── ApiError                       TikTok (or the backend) answered something other than OK
+        ├── AuthenticationError        token missing, expired, revoked: stop, re-authorize
+        │                              (exit 4)
+        ├── RetryableError             rate limit, TikTok-side fault, timeout, 429/5xx:
+        │   │                          retried with backoff, bounded
+        │   └── ApiUnavailableError    retries ran out: stop the run (exit 5)
+        └── PermanentError             TikTok refused the request itself (bad parameters,
+                                       no permission, no such object): the batch's events
+                                       are rejected with TikTok's message
+
+Library exceptions (``requests``, ``authlib``, ``jsonschema``) are translated into these
+at the boundary with ``raise ... from exc``. Messages never carry tokens, secrets or
+unhashed personal data.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApiError",
+    "ApiUnavailableError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "DestinationError",
+    "InputError",
+    "MappingError",
+    "PayloadError",
+    "PermanentError",
+    "RetryableError",
+]
+
+
+class DestinationError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigurationError(DestinationError):
+    """Settings or environment are wrong; every problem found is in the message."""
+
+
+class InputError(DestinationError):
+    """The events input cannot be opened or read."""
+
+
+class MappingError(DestinationError):
+    """A mapping file (or mapping) is invalid.
+
+    ``source`` is the file (or ``<mapping>``), ``pointer`` the RFC 6901 JSON pointer of
+    the offending node ("" for the whole document), ``expected`` what should be there.
+    """
+
+    def __init__(self, source: str, pointer: str, expected: str) -> None:
+        self.source = source
+        self.pointer = pointer
+        self.expected = expected
+        super().__init__(f"{source}: at {pointer or '/'}: {expected}")
+
+
+class PayloadError(DestinationError):
+    """One event cannot be delivered because of its own data."""
+
+
+class ApiError(DestinationError):
+    """TikTok answered with an error (``code`` is the envelope code, 0 if none)."""
+
+    def __init__(
+        self, message: str, *, code: int = 0, http_status: int = 0, request_id: str = ""
+    ) -> None:
+        self.code = code
+        self.http_status = http_status
+        self.request_id = request_id
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.code:
+            parts.append(f"code {self.code}")
+        if self.http_status and self.http_status != 200:
+            parts.append(f"HTTP {self.http_status}")
+        if self.request_id:
+            parts.append(f"request_id {self.request_id}")
+        return " | ".join(parts)
+
+
+class AuthenticationError(ApiError):
+    """The token or app credentials are not accepted: the user must re-authorize."""
+
+
+class RetryableError(ApiError):
+    """A transient failure worth retrying later."""
+
+
+class ApiUnavailableError(RetryableError):
+    """A transient failure that outlasted every retry."""
+
+
+class PermanentError(ApiError):
+    """TikTok refused the request; retrying the same request cannot help."""
