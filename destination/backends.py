@@ -26,6 +26,7 @@ __all__ = [
     "ApiRequest",
     "ApiResponse",
     "Backend",
+    "DryRunBackend",
     "HttpBackend",
     "check_base_url",
 ]
@@ -135,3 +136,22 @@ class HttpBackend:
         except (ValueError, json.JSONDecodeError):
             body = None
         return ApiResponse(status=reply.status_code, body=body, text=reply.text[:500])
+
+
+class DryRunBackend:
+    """Sends nothing: answers every request with TikTok's OK envelope and keeps it.
+
+    Used by ``sync --dry-run`` so that a dry run takes exactly the route a real run
+    takes, up to the wire.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[ApiRequest] = []
+
+    def __repr__(self) -> str:
+        return "DryRunBackend()"
+
+    def send(self, request: ApiRequest) -> ApiResponse:
+        self.requests.append(request)
+        body = {"code": 0, "message": "OK (dry run: not sent)", "request_id": "dry-run", "data": {}}
+        return ApiResponse(status=200, body=body)

@@ -67,7 +67,16 @@ class MappingError(DestinationError):
 
 
 class PayloadError(DestinationError):
-    """One event cannot be delivered because of its own data."""
+    """One event cannot be delivered because of its own data.
+
+    ``reason`` is a short code for the rejected file and the summary (``invalid``,
+    ``no_identifier``, ``no_audience``, ...); the message says more, without quoting
+    personal data.
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class ApiError(DestinationError):

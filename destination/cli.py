@@ -1,0 +1,171 @@
+"""The command line: ``main(argv) -> int``, one clear line per failure.
+
+Exit codes (one place): 0 done (every event delivered or rejected for its own data),
+1 unexpected error (a bug: run with --debug and report it), 2 bad settings or usage,
+3 bad mapping file, 4 TikTok refused the credentials, 5 TikTok stayed unavailable,
+6 the events input cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import IO
+
+from destination.demo import DEMO_ADVERTISER_ID, DEMO_TOKEN, demo_fake, run_demo
+from destination.errors import (
+    ApiUnavailableError,
+    AuthenticationError,
+    ConfigurationError,
+    DestinationError,
+    InputError,
+    MappingError,
+)
+from destination.fake_server import serve_forever
+from destination.kit.fields import payload_schema
+from destination.runner.sync import SyncOptions, run_sync
+from destination.tiktok.destination import template
+from destination.tiktok.fields import CATALOGUE, MODES
+
+__all__ = ["EXIT_CODES", "main", "main_entry"]
+
+OK = 0
+EXIT_CODES: dict[type[BaseException], int] = {
+    ConfigurationError: 2,
+    MappingError: 3,
+    AuthenticationError: 4,
+    ApiUnavailableError: 5,
+    InputError: 6,
+}
+UNEXPECTED = 1
+STOP_CODES = {"auth": 4, "api_unavailable": 5}
+
+log = logging.getLogger("destination")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tiktok-audiences",
+        description="Keep TikTok Ads audiences in sync with your customer data.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sync = commands.add_parser("sync", help="send NDJSON events to TikTok through a mapping file")
+    sync.add_argument("--mapping", required=True, type=Path, help="mapping JSON file")
+    sync.add_argument("--events", required=True, help="NDJSON events file, or - for stdin")
+    sync.add_argument("--rejected", type=Path, help="write rejected events here (NDJSON)")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="map, validate and batch, but send nothing"
+    )
+    sync.add_argument("--base-url", help="API root (overrides settings and TIKTOK_API_BASE_URL)")
+    sync.add_argument("--batch-size", type=int, help="users per request, 1..10000")
+    sync.add_argument("--audience-state", type=Path, help="file remembering created audiences")
+
+    commands.add_parser("demo", help="sync sample events against the embedded fake TikTok")
+
+    fake = commands.add_parser("fake-server", help="run the fake TikTok API on loopback")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8765)
+
+    schema = commands.add_parser("schema", help="print an action's payload JSON Schema")
+    schema.add_argument("action", choices=sorted(CATALOGUE))
+
+    mapping = commands.add_parser("mapping-template", help="print a default mapping file")
+    mapping.add_argument("--mode", choices=MODES, required=True)
+    return parser
+
+
+def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
+    overrides = {
+        "base_url": args.base_url,
+        "batch_size": args.batch_size,
+        "audience_state": args.audience_state,
+    }
+    summary = run_sync(
+        SyncOptions(
+            mapping=args.mapping,
+            events=args.events,
+            rejected=args.rejected,
+            dry_run=args.dry_run,
+            overrides=overrides,
+        ),
+        environ=os.environ,
+    )
+    where = f" (see {args.rejected})" if args.rejected and summary["rejected"] else ""
+    print(
+        f"tiktok-audiences: {summary['received']} events: {summary['delivered']} delivered, "
+        f"{summary['rejected']} rejected{where}, {summary['requests']} requests"
+        + (" [dry run]" if args.dry_run else ""),
+        file=sys.stderr,
+    )
+    stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+    stopped = summary["stopped"]
+    if stopped:
+        print(f"tiktok-audiences: stopped: {stopped['message']}", file=sys.stderr)
+        return STOP_CODES[stopped["reason"]]
+    return OK
+
+
+def _fake_server(args: argparse.Namespace) -> int:
+    print(
+        f"fake TikTok on http://{args.host}:{args.port} (advertiser {DEMO_ADVERTISER_ID}, "
+        f"token {DEMO_TOKEN!r}: a demo token the fake server alone accepts); Ctrl-C stops",
+        file=sys.stderr,
+    )
+    serve_forever(demo_fake(), host=args.host, port=args.port)
+    return OK
+
+
+def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
+    if args.command == "sync":
+        return _sync(args, stdout)
+    if args.command == "demo":
+        return run_demo(stdout)
+    if args.command == "fake-server":
+        return _fake_server(args)
+    if args.command == "schema":
+        info = CATALOGUE[args.action]
+        stdout.write(json.dumps(payload_schema(info.fields, title=info.title), indent=2) + "\n")
+        return OK
+    stdout.write(json.dumps(template(args.mode, {}), indent=2) + "\n")
+    return OK
+
+
+def main(argv: list[str] | None = None, *, stdout: IO[str] | None = None) -> int:
+    out = stdout or sys.stdout
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its usage line
+        return int(exc.code or 0) and EXIT_CODES[ConfigurationError]
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    try:
+        return _run(args, out)
+    except DestinationError as exc:
+        if args.debug:
+            log.exception("failed")
+        code = next((c for cls, c in EXIT_CODES.items() if isinstance(exc, cls)), UNEXPECTED)
+        print(f"tiktok-audiences: error: {exc}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print("tiktok-audiences: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"tiktok-audiences: unexpected error ({type(exc).__name__}); "
+            "rerun with --debug for the traceback and please report it",
+            file=sys.stderr,
+        )
+        return UNEXPECTED
+
+
+def main_entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The fake TikTok over real HTTP, on the standard library's ``ThreadingHTTPServer``.
+
+``/open_api/v1.3/<path>`` plus query string, headers and JSON body become an
+``ApiRequest`` for ``FakeTikTok.send``; its ``ApiResponse`` is written back as JSON (or
+as an HTML page for a scripted non-JSON failure). Anything else is a 404.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from destination.backends import API_VERSION, ApiRequest, ApiResponse
+from destination.fake_server.state import FakeTikTok
+
+__all__ = ["RunningServer", "serve_forever", "serve_in_thread"]
+
+_PREFIX = f"/open_api/{API_VERSION}/"
+_MAX_BODY = 64 * 1024 * 1024
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], fake: FakeTikTok) -> None:
+        self.fake = fake
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client hanging up mid-request is not worth a traceback on stderr.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.0: one request per connection, so nothing lingers after stop().
+    protocol_version = "HTTP/1.0"
+    server_version = "FakeTikTok/1.0"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default one-line-per-request log on stderr."""
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= _MAX_BODY:
+            self._write_envelope(400, 40000, "invalid Content-Length")
+            return
+        raw = self.rfile.read(length) if length else b""
+
+        parts = urlsplit(self.path)
+        if not parts.path.startswith(_PREFIX):
+            self._write_envelope(404, 40000, "path not found")
+            return
+
+        body: Any = None
+        if raw:
+            text = raw.decode("utf-8", errors="replace")
+            try:
+                body = json.loads(text)
+            except ValueError:
+                body = text  # the fake answers 40002 "Invalid JSON body"
+        params = {
+            name: values[0]
+            for name, values in parse_qs(parts.query, keep_blank_values=True).items()
+        }
+        request = ApiRequest(
+            method=self.command,
+            path=unquote(parts.path[len(_PREFIX) :]),
+            params=params,
+            json=body,
+            headers=dict(self.headers.items()),
+        )
+        server: _Server = self.server  # type: ignore[assignment]
+        try:
+            response = server.fake.send(request)
+        except Exception:
+            self._write_envelope(500, 50000, "internal error in the fake TikTok server")
+            return
+        self._write(response)
+
+    def _write_envelope(self, status: int, code: int, message: str) -> None:
+        body = {"code": code, "message": message, "request_id": "", "data": {}}
+        self._write(ApiResponse(status=status, body=body))
+
+    def _write(self, response: ApiResponse) -> None:
+        if response.body is None:
+            payload = response.text.encode("utf-8")
+            content_type = "text/html; charset=utf-8"
+        else:
+            payload = json.dumps(response.body).encode("utf-8")
+            content_type = "application/json"
+        self.send_response(response.status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def _make_server(fake: FakeTikTok, host: str, port: int) -> _Server:
+    server_class = _Server6 if ":" in host else _Server
+    return server_class((host, port), fake)
+
+
+def _base_url(server: _Server) -> str:
+    host, port = server.server_address[:2]
+    if not isinstance(host, str):
+        host = host.decode()
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+class RunningServer:
+    """A fake TikTok HTTP server running in a background thread.
+
+    ``base_url`` is what to give ``HttpBackend``. ``stop()`` (or leaving the ``with``
+    block) shuts it down and frees the port; stopping twice is harmless.
+    """
+
+    def __init__(self, server: _Server, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        self._stopped = False
+        self.base_url: str = _base_url(server)
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else "running"
+        return f"RunningServer({self.base_url!r}, {state})"
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve_in_thread(fake: FakeTikTok, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Start serving ``fake`` in a daemon thread; ``port`` 0 picks a free port."""
+    server = _make_server(fake, host, port)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name=f"fake-tiktok-{_base_url(server)}",
+        daemon=True,
+    )
+    thread.start()
+    return RunningServer(server, thread)
+
+
+def serve_forever(
+    fake: FakeTikTok,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``fake`` until Ctrl-C (then return normally).
+
+    ``on_ready`` is called with the base URL once the socket is bound (useful with
+    ``port=0``, or to print where the server listens).
+    """
+    server = _make_server(fake, host, port)
+    try:
+        if on_ready is not None:
+            on_ready(_base_url(server))
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,688 @@
+"""An in-process fake of the parts of TikTok's Marketing API this destination uses.
+
+``FakeTikTok`` implements the ``Backend`` protocol (``send(request) -> response``). It
+checks requests the way TikTok does, answers with TikTok's envelope
+``{"code", "message", "request_id", "data"}`` (HTTP 200 for API-level errors) and keeps
+audiences and their members, so tests can assert what TikTok would hold.
+
+Everything is deterministic: audience ids, request ids and create times come from
+counters, so golden tests stay stable. A rejected request changes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from types import MappingProxyType
+from typing import Any
+
+from destination.backends import ApiRequest, ApiResponse
+
+__all__ = ["ID_TYPES", "FakeAudience", "FakeTikTok"]
+
+#: The identifier types ``segment/mapping/`` accepts in ``id_schema``.
+ID_TYPES: tuple[str, ...] = (
+    "EMAIL_SHA256",
+    "PHONE_SHA256",
+    "IDFA_SHA256",
+    "AAID_SHA256",
+    "IDFA_MD5",
+    "AAID_MD5",
+)
+
+SCOPE_READ_AUDIENCES = 30
+SCOPE_WRITE_AUDIENCES = 31
+SCOPE_SHARE_AUDIENCES = 32
+
+MAX_NAME_LENGTH = 70
+MAX_PAGE_SIZE = 100
+MAX_GET_IDS = 100
+
+_FIRST_AUDIENCE_ID = 1_800_000_000_000_000_000
+_FIRST_USER_ID = 7_000_000_000_000_000_000
+_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_HEX = {64: re.compile(r"[0-9a-f]{64}"), 32: re.compile(r"[0-9a-f]{32}")}
+_MAPPING_FIELDS = ("advertiser_ids", "action", "id_schema", "batch_data")
+
+_DEFAULT_MESSAGES = {
+    40016: "Too many requests: the app's rate limit was reached",
+    40100: "Too many requests: the app's rate limit was reached",
+    40133: "Too many requests: the advertiser's QPS limit was reached",
+    40202: "Write conflict, please retry",
+    50000: "System error",
+    50002: "System error",
+    51305: "System busy, please retry",
+    60001: "System maintenance, please retry later",
+}
+
+
+@dataclass(frozen=True)
+class FakeAudience:
+    """A snapshot of one audience: ``members`` maps id type to the hashes it holds."""
+
+    audience_id: str
+    advertiser_id: str
+    name: str
+    members: Mapping[str, frozenset[str]] = field(hash=False)
+    deleted: bool = False
+
+
+@dataclass
+class _Audience:
+    audience_id: str
+    advertiser_id: str
+    name: str
+    created_at: float
+    create_time: str
+    members: dict[str, set[str]] = field(default_factory=dict)
+    deleted: bool = False
+
+    def snapshot(self) -> FakeAudience:
+        frozen = {kind: frozenset(hashes) for kind, hashes in self.members.items()}
+        return FakeAudience(
+            audience_id=self.audience_id,
+            advertiser_id=self.advertiser_id,
+            name=self.name,
+            members=MappingProxyType(frozen),
+            deleted=self.deleted,
+        )
+
+    def cover_num(self) -> int:
+        return sum(len(hashes) for hashes in self.members.values())
+
+    def details(self) -> dict[str, Any]:
+        created = datetime.strptime(self.create_time, _TIME_FORMAT).replace(tzinfo=UTC)
+        return {
+            "audience_id": self.audience_id,
+            "name": self.name,
+            "type": "Partner",
+            "calculate_type": "MULTIPLE_TYPES",
+            "cover_num": self.cover_num(),
+            "is_valid": True,
+            "is_expiring": False,
+            "is_creator": True,
+            "shared": False,
+            "owner_id": self.advertiser_id,
+            "create_time": self.create_time,
+            "expired_time": (created + timedelta(days=365)).strftime(_TIME_FORMAT),
+        }
+
+
+@dataclass(frozen=True)
+class _Advertiser:
+    advertiser_id: str
+    name: str
+    business_center_id: str
+
+
+@dataclass
+class _Token:
+    advertiser_ids: tuple[str, ...]
+    scopes: frozenset[int]
+    user_id: str
+    revoked: bool = False
+
+
+@dataclass
+class _ScriptedFailure:
+    code: int
+    http_status: int
+    message: str
+    remaining: int
+    path: str | None
+
+
+class _Rejected(Exception):
+    """Raised inside request handling; becomes an error envelope."""
+
+    def __init__(self, code: int, message: str, http_status: int = 200) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+
+
+def _bad(message: str) -> _Rejected:
+    return _Rejected(40002, message)
+
+
+def _short(value: object) -> str:
+    """Describe a client-supplied value for an error message, briefly."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _clip(text: str) -> str:
+    """A client-supplied id, shortened for an error message."""
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _normalize_path(path: str) -> str:
+    return path.strip("/")
+
+
+def _html_page(status: int) -> str:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return (
+        f"<html><head><title>{status} {phrase}</title></head>"
+        f"<body><center><h1>{status} {phrase}</h1></center></body></html>"
+    )
+
+
+def _envelope(
+    request_id: str,
+    code: int = 0,
+    message: str = "OK",
+    data: Mapping[str, Any] | None = None,
+    http_status: int = 200,
+) -> ApiResponse:
+    body = {
+        "code": code,
+        "message": message,
+        "request_id": request_id,
+        "data": dict(data) if data is not None else {},
+    }
+    return ApiResponse(status=http_status, body=body, text=json.dumps(body)[:500])
+
+
+_Handler = Callable[[_Token, ApiRequest], dict[str, Any]]
+
+
+class FakeTikTok:
+    """A fake TikTok Marketing API, in-process and thread-safe (one lock).
+
+    Set it up with ``add_advertiser`` and ``add_token`` (advertisers first), then hand it
+    to the code under test as its ``Backend``. ``fail_next`` scripts failures.
+
+    ``fresh_audience_seconds`` > 0 makes writes to an audience created through the API
+    less than that many seconds ago (per ``clock``) fail with 40002, as TikTok does for a
+    minute or two after creation.
+    """
+
+    def __init__(
+        self,
+        max_batch_users: int = 10_000,
+        max_audiences_per_advertiser: int = 400,
+        clock: Callable[[], float] = time.monotonic,
+        fresh_audience_seconds: float = 0.0,
+    ) -> None:
+        if max_batch_users < 1:
+            raise ValueError("max_batch_users must be at least 1")
+        if max_audiences_per_advertiser < 0:
+            raise ValueError("max_audiences_per_advertiser must not be negative")
+        self.max_batch_users = max_batch_users
+        self.max_audiences_per_advertiser = max_audiences_per_advertiser
+        self.fresh_audience_seconds = fresh_audience_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._advertisers: dict[str, _Advertiser] = {}
+        self._tokens: dict[str, _Token] = {}
+        self._audiences: dict[str, _Audience] = {}
+        self._requests: list[ApiRequest] = []
+        self._failures: list[_ScriptedFailure] = []
+        self._audience_counter = 0
+        self._request_counter = 0
+        self._user_counter = 0
+        self._routes: dict[str, dict[str, tuple[_Handler, int | None]]] = {
+            "segment/audience": {"POST": (self._segment_audience, SCOPE_WRITE_AUDIENCES)},
+            "segment/mapping": {"POST": (self._segment_mapping, SCOPE_WRITE_AUDIENCES)},
+            "dmp/custom_audience/list": {"GET": (self._audience_list, SCOPE_READ_AUDIENCES)},
+            "dmp/custom_audience/get": {"GET": (self._audience_get, SCOPE_READ_AUDIENCES)},
+            "user/info": {"GET": (self._user_info, None)},
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"FakeTikTok(advertisers={len(self._advertisers)}, "
+            f"audiences={len(self._audiences)}, requests={len(self._requests)})"
+        )
+
+    # ----------------------------------------------------------------- test set-up
+
+    def add_advertiser(
+        self, advertiser_id: str, name: str = "Fake advertiser", business_center_id: str = "bc-1"
+    ) -> None:
+        """Register an advertiser account (in the given Business Center)."""
+        if not advertiser_id:
+            raise ValueError("advertiser_id must be a non-empty string")
+        with self._lock:
+            if advertiser_id in self._advertisers:
+                raise ValueError(f"advertiser {advertiser_id} already exists")
+            self._advertisers[advertiser_id] = _Advertiser(advertiser_id, name, business_center_id)
+
+    def add_token(
+        self,
+        token: str,
+        advertiser_ids: Sequence[str],
+        scopes: Sequence[int] = (
+            SCOPE_READ_AUDIENCES,
+            SCOPE_WRITE_AUDIENCES,
+            SCOPE_SHARE_AUDIENCES,
+        ),
+    ) -> None:
+        """Register an access token authorized for ``advertiser_ids`` (added before).
+
+        Adding a token again replaces its grant (as re-authorizing would).
+        """
+        if not token or token != token.strip() or any(ch.isspace() for ch in token):
+            raise ValueError("a token must be a non-empty string without whitespace")
+        if isinstance(advertiser_ids, str):
+            raise TypeError("advertiser_ids must be a sequence of ids, not one string")
+        with self._lock:
+            unknown = [a for a in advertiser_ids if a not in self._advertisers]
+            if unknown:
+                raise ValueError(f"unknown advertiser(s) {unknown}: call add_advertiser first")
+            self._user_counter += 1
+            self._tokens[token] = _Token(
+                advertiser_ids=tuple(advertiser_ids),
+                scopes=frozenset(scopes),
+                user_id=str(_FIRST_USER_ID + self._user_counter),
+            )
+
+    def revoke_token(self, token: str) -> None:
+        """Make a token invalid (40105 from then on). Revoking twice is harmless."""
+        with self._lock:
+            grant = self._tokens.get(token)
+            if grant is None:
+                # Never put the token itself in the message.
+                raise KeyError("no such token was added")
+            grant.revoked = True
+
+    def add_audience(self, advertiser_id: str, name: str, *, fresh: bool = False) -> str:
+        """Create a partner audience directly (no request recorded); return its id.
+
+        The name is cut like TikTok cuts it. The per-advertiser limit is not applied.
+        Seeded audiences accept writes at once unless ``fresh`` is true, in which case
+        ``fresh_audience_seconds`` applies as for an audience created through the API.
+        """
+        with self._lock:
+            if advertiser_id not in self._advertisers:
+                raise ValueError(f"unknown advertiser {advertiser_id}: call add_advertiser first")
+            audience = self._create_audience(advertiser_id, name)
+            if not fresh:
+                audience.created_at = -math.inf
+            return audience.audience_id
+
+    def fail_next(
+        self,
+        code: int,
+        *,
+        http_status: int = 200,
+        message: str = "",
+        times: int = 1,
+        path: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests (to ``path`` if given) with a failure.
+
+        The request is recorded but not processed. ``code`` != 0 gives TikTok's envelope
+        with that code and ``http_status``. ``code`` 0 with an error ``http_status`` gives
+        an HTML page (e.g. "502 Bad Gateway") and no JSON, like a proxy in front of TikTok.
+        Several scripted failures are used in the order they were added.
+        """
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        if code == 0 and http_status < 400:
+            raise ValueError("code 0 needs an error http_status (>= 400): a non-JSON reply")
+        if not 100 <= http_status <= 599:
+            raise ValueError("http_status must be between 100 and 599")
+        text = message or _DEFAULT_MESSAGES.get(code, f"Scripted failure (code {code})")
+        with self._lock:
+            self._failures.append(
+                _ScriptedFailure(
+                    code=code,
+                    http_status=http_status,
+                    message=text,
+                    remaining=times,
+                    path=None if path is None else _normalize_path(path),
+                )
+            )
+
+    # ------------------------------------------------------------------- inspection
+
+    def audiences(self, advertiser_id: str | None = None) -> list[FakeAudience]:
+        """Snapshots of every audience (deleted ones too), in creation order."""
+        with self._lock:
+            return [
+                audience.snapshot()
+                for audience in self._audiences.values()
+                if advertiser_id is None or audience.advertiser_id == advertiser_id
+            ]
+
+    def members(self, audience_id: str) -> dict[str, set[str]]:
+        """A copy of an audience's members: id type -> hashes. KeyError if unknown."""
+        with self._lock:
+            audience = self._audiences[audience_id]
+            return {kind: set(hashes) for kind, hashes in audience.members.items()}
+
+    @property
+    def requests(self) -> list[ApiRequest]:
+        """Every request received, in order (a new list each time)."""
+        with self._lock:
+            return list(self._requests)
+
+    # ---------------------------------------------------------------------- Backend
+
+    def send(self, request: ApiRequest) -> ApiResponse:
+        """Handle one request the way TikTok would."""
+        # Keep our own copy: a caller mutating its dicts later must not rewrite history.
+        received = replace(
+            request,
+            params=dict(request.params),
+            headers=dict(request.headers),
+            json=copy.deepcopy(request.json),
+        )
+        with self._lock:
+            self._requests.append(received)
+            self._request_counter += 1
+            request_id = f"20240101000000{self._request_counter:018X}"
+            failure = self._take_failure(received.path)
+            if failure is not None:
+                if failure.code == 0:
+                    return ApiResponse(
+                        status=failure.http_status, body=None, text=_html_page(failure.http_status)
+                    )
+                return _envelope(
+                    request_id, failure.code, failure.message, http_status=failure.http_status
+                )
+            try:
+                data = self._dispatch(received)
+            except _Rejected as exc:
+                return _envelope(request_id, exc.code, exc.message, http_status=exc.http_status)
+            return _envelope(request_id, data=data)
+
+    # ------------------------------------------------------------------- internals
+
+    def _take_failure(self, path: str) -> _ScriptedFailure | None:
+        wanted = _normalize_path(path)
+        for index, failure in enumerate(self._failures):
+            if failure.path is None or failure.path == wanted:
+                failure.remaining -= 1
+                if failure.remaining == 0:
+                    del self._failures[index]
+                return failure
+        return None
+
+    def _dispatch(self, request: ApiRequest) -> dict[str, Any]:
+        path = _normalize_path(request.path)
+        methods = self._routes.get(path)
+        if methods is None:
+            raise _Rejected(40000, "path not found", http_status=404)
+        method = request.method.upper()
+        if method not in methods:
+            raise _Rejected(40000, f"method {method} not allowed", http_status=405)
+        handler, scope = methods[method]
+        grant = self._authenticate(request.headers)
+        if scope is not None and scope not in grant.scopes:
+            raise _Rejected(40001, f"No permission: the access token lacks scope {scope}")
+        return handler(grant, request)
+
+    def _authenticate(self, headers: Mapping[str, str]) -> _Token:
+        value: object = None
+        for name, header_value in headers.items():
+            if name.lower() == "access-token":
+                value = header_value
+        if not isinstance(value, str) or not value.strip():
+            raise _Rejected(40104, "Access token is null")
+        grant = self._tokens.get(value)
+        if grant is None or grant.revoked:
+            raise _Rejected(40105, "Access token is invalid")
+        return grant
+
+    def _check_advertiser(self, grant: _Token, advertiser_id: str) -> _Advertiser:
+        if advertiser_id not in grant.advertiser_ids or advertiser_id not in self._advertisers:
+            raise _Rejected(40001, f"No permission to operate advertiser {_clip(advertiser_id)}")
+        return self._advertisers[advertiser_id]
+
+    def _create_audience(self, advertiser_id: str, name: str) -> _Audience:
+        self._audience_counter += 1
+        if len(name) > MAX_NAME_LENGTH:
+            name = name[: MAX_NAME_LENGTH - 3] + "..."
+        created = _EPOCH + timedelta(seconds=self._audience_counter)
+        audience = _Audience(
+            audience_id=str(_FIRST_AUDIENCE_ID + self._audience_counter),
+            advertiser_id=advertiser_id,
+            name=name,
+            created_at=self._clock(),
+            create_time=created.strftime(_TIME_FORMAT),
+        )
+        self._audiences[audience.audience_id] = audience
+        return audience
+
+    def _find_audience(self, audience_id: str, owners: Iterable[str]) -> _Audience:
+        audience = self._audiences.get(audience_id)
+        if audience is None or audience.deleted:
+            raise _Rejected(40007, f"Audience {_clip(audience_id)} does not exist")
+        if audience.advertiser_id not in set(owners):
+            raise _Rejected(40001, f"No permission to operate audience {audience_id}")
+        return audience
+
+    def _writable_audience(self, audience_id: str, owners: Iterable[str]) -> _Audience:
+        audience = self._find_audience(audience_id, owners)
+        age = self._clock() - audience.created_at
+        if self.fresh_audience_seconds > 0 and age < self.fresh_audience_seconds:
+            raise _bad(
+                f"Audience {audience_id}: audience is still being processed, "
+                "try again in a minute or two"
+            )
+        return audience
+
+    # -------------------------------------------------------------------- endpoints
+
+    def _segment_audience(self, grant: _Token, request: ApiRequest) -> dict[str, Any]:
+        body = _body_object(request)
+        advertiser_id = _required_str(body, "advertiser_id")
+        self._check_advertiser(grant, advertiser_id)
+        action = body.get("action")
+        if action == "create":
+            name = body.get("custom_audience_name")
+            if not isinstance(name, str) or not name.strip():
+                raise _bad("custom_audience_name is required and must be a non-empty string")
+            live = sum(
+                1
+                for audience in self._audiences.values()
+                if audience.advertiser_id == advertiser_id and not audience.deleted
+            )
+            if live >= self.max_audiences_per_advertiser:
+                raise _bad(
+                    f"Advertiser {advertiser_id} has reached the limit of "
+                    f"{self.max_audiences_per_advertiser} custom audiences; "
+                    "delete some before creating more"
+                )
+            audience = self._create_audience(advertiser_id, name)
+            return {"audience_id": audience.audience_id}
+        if action == "delete":
+            audience_id = _required_str(body, "delete_audience_id")
+            audience = self._find_audience(audience_id, (advertiser_id,))
+            audience.deleted = True
+            return {}
+        raise _bad(f"action must be one of create, delete; got {_short(action)}")
+
+    def _segment_mapping(self, grant: _Token, request: ApiRequest) -> dict[str, Any]:
+        body = _body_object(request)
+        missing = [name for name in _MAPPING_FIELDS if name not in body]
+        if missing:
+            raise _bad(f"Missing required field(s): {', '.join(missing)}")
+
+        advertiser_ids = body["advertiser_ids"]
+        if (
+            not isinstance(advertiser_ids, list)
+            or not advertiser_ids
+            or not all(isinstance(a, str) and a for a in advertiser_ids)
+        ):
+            raise _bad("advertiser_ids must be a non-empty list of strings")
+        centers = {self._check_advertiser(grant, a).business_center_id for a in advertiser_ids}
+        if len(centers) > 1:
+            raise _bad("advertiser_ids must all belong to one Business Center")
+
+        action = body["action"]
+        if action not in ("add", "delete"):
+            raise _bad(f"action must be one of add, delete; got {_short(action)}")
+
+        id_schema = body["id_schema"]
+        if not isinstance(id_schema, list) or not id_schema:
+            raise _bad("id_schema must be a non-empty list")
+        for index, kind in enumerate(id_schema):
+            if not isinstance(kind, str) or kind not in ID_TYPES:
+                raise _bad(
+                    f"id_schema[{index}] is {_short(kind)}; it must be one of "
+                    + ", ".join(ID_TYPES)
+                )
+        if len(set(id_schema)) != len(id_schema):
+            raise _bad("id_schema must not list an identifier type twice")
+
+        batch = body["batch_data"]
+        if not isinstance(batch, list) or not batch:
+            raise _bad("batch_data must be a non-empty list")
+        if len(batch) > self.max_batch_users:
+            raise _Rejected(
+                40011,
+                f"Too many users in one request: {len(batch)} > {self.max_batch_users}",
+            )
+
+        # Validate everything first; only then change state.
+        changes: list[tuple[_Audience, str, str]] = []
+        checked: dict[str, _Audience] = {}
+        for row_index, row in enumerate(batch):
+            if not isinstance(row, list):
+                raise _bad(f"batch_data[{row_index}] must be a list")
+            if len(row) != len(id_schema):
+                raise _bad(
+                    f"batch_data[{row_index}] has {len(row)} entries "
+                    f"but id_schema has {len(id_schema)}"
+                )
+            filled = 0
+            for slot, entry in enumerate(row):
+                where = f"batch_data[{row_index}][{slot}]"
+                if not isinstance(entry, dict):
+                    raise _bad(f"{where} must be an object")
+                if not entry:
+                    continue
+                kind = id_schema[slot]
+                length = 32 if kind.endswith("_MD5") else 64
+                hashed = entry.get("id")
+                # Never echo the value: a caller that forgot to hash would leak PII.
+                if not isinstance(hashed, str) or not _HEX[length].fullmatch(hashed):
+                    raise _bad(f"{where}.id must be {length} lowercase hex characters ({kind})")
+                audience_ids = entry.get("audience_ids")
+                if (
+                    not isinstance(audience_ids, list)
+                    or not audience_ids
+                    or not all(isinstance(a, str) and a for a in audience_ids)
+                ):
+                    raise _bad(f"{where}.audience_ids must be a non-empty list of strings")
+                for audience_id in audience_ids:
+                    audience = checked.get(audience_id)
+                    if audience is None:
+                        audience = self._writable_audience(audience_id, advertiser_ids)
+                        checked[audience_id] = audience
+                    changes.append((audience, kind, hashed))
+                filled += 1
+            if not filled:
+                raise _bad(f"batch_data[{row_index}] has no identifier: every entry is {{}}")
+
+        for audience, kind, hashed in changes:
+            if action == "add":
+                audience.members.setdefault(kind, set()).add(hashed)
+            else:
+                hashes = audience.members.get(kind)
+                if hashes is not None:
+                    hashes.discard(hashed)
+                    if not hashes:
+                        del audience.members[kind]
+        return {}
+
+    def _audience_list(self, grant: _Token, request: ApiRequest) -> dict[str, Any]:
+        advertiser_id = _required_param(request, "advertiser_id")
+        self._check_advertiser(grant, advertiser_id)
+        page = _int_param(request, "page", default=1, maximum=None)
+        page_size = _int_param(request, "page_size", default=10, maximum=MAX_PAGE_SIZE)
+        owned = [
+            audience
+            for audience in self._audiences.values()
+            if audience.advertiser_id == advertiser_id and not audience.deleted
+        ]
+        start = (page - 1) * page_size
+        return {
+            "list": [audience.details() for audience in owned[start : start + page_size]],
+            "page_info": {
+                "page": page,
+                "page_size": page_size,
+                "total_number": len(owned),
+                "total_page": math.ceil(len(owned) / page_size),
+            },
+        }
+
+    def _audience_get(self, grant: _Token, request: ApiRequest) -> dict[str, Any]:
+        advertiser_id = _required_param(request, "advertiser_id")
+        self._check_advertiser(grant, advertiser_id)
+        raw = _required_param(request, "custom_audience_ids")
+        try:
+            ids = json.loads(raw)
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list) or not all(isinstance(a, str) and a for a in ids):
+            raise _bad('custom_audience_ids must be a JSON-encoded list of strings, e.g. ["123"]')
+        if not 1 <= len(ids) <= MAX_GET_IDS:
+            raise _bad(f"custom_audience_ids must hold 1 to {MAX_GET_IDS} ids, got {len(ids)}")
+        found = [self._find_audience(audience_id, (advertiser_id,)) for audience_id in ids]
+        return {
+            "list": [
+                {"audience_details": audience.details(), "audience_history": []}
+                for audience in found
+            ]
+        }
+
+    def _user_info(self, grant: _Token, request: ApiRequest) -> dict[str, Any]:
+        del request
+        return {
+            "display_name": "fake user",
+            "email": "fake@example.invalid",
+            "id": grant.user_id,
+        }
+
+
+def _body_object(request: ApiRequest) -> dict[str, Any]:
+    body = request.json
+    if not isinstance(body, dict):
+        raise _bad("Invalid JSON body: expected a JSON object")
+    return body
+
+
+def _required_str(body: Mapping[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise _bad(f"{name} is required and must be a non-empty string")
+    return value
+
+
+def _required_param(request: ApiRequest, name: str) -> str:
+    value = request.params.get(name)
+    if value is None or str(value) == "":
+        raise _bad(f"{name} is required")
+    return str(value)
+
+
+def _int_param(request: ApiRequest, name: str, *, default: int, maximum: int | None) -> int:
+    raw = request.params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise _bad(f"{name} must be an integer") from None
+    if value < 1 or (maximum is not None and value > maximum):
+        limit = f"between 1 and {maximum}" if maximum is not None else "at least 1"
+        raise _bad(f"{name} must be {limit}, got {value}")
+    return value

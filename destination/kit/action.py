@@ -1,0 +1,142 @@
+"""Actions and the one route every event takes: map, drop empties, validate, prepare.
+
+An ``Action`` declares its fields (see ``kit.fields``) and two steps of its own:
+
+- ``prepare(payload)`` turns one validated payload into a ``Prepared`` item (for TikTok:
+  normalized and hashed identifiers) with the ``group`` it must be sent with, or raises
+  ``PayloadError`` for that event alone;
+- ``perform_batch(group, items)`` sends one batch and answers one ``Outcome`` per item, in
+  order. There is no single-event path: one event is a batch of one.
+
+A ``Subscription`` binds an action to a condition and a compiled mapping; ``route`` is
+the per-event half of the pipeline. Nothing here knows about TikTok.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from destination.errors import MappingError, PayloadError
+from destination.kit.fields import Field, default_mapping, payload_schema
+from destination.kit.mapping import CompiledMapping, compile_mapping
+from destination.kit.schema import PayloadValidator, json_pointer
+from destination.kit.subscriptions import Condition, parse_subscription
+
+__all__ = [
+    "Action",
+    "Outcome",
+    "Prepared",
+    "Subscription",
+    "bind_subscription",
+    "drop_empty",
+]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One event made ready for sending: ``item`` goes in the batch for ``group``.
+
+    Items of one group must be interchangeable for the action that sends them. When
+    ``conflicts`` names another group (removals from the audience this item adds to),
+    that group's open batch is sent first, so the order of changes is kept.
+    """
+
+    group: Hashable
+    item: Any
+    conflicts: Hashable | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one item of a batch. ``reason`` is a short code when not ok."""
+
+    ok: bool
+    reason: str = ""
+    message: str = ""
+
+    @classmethod
+    def delivered(cls) -> Outcome:
+        return cls(ok=True)
+
+    @classmethod
+    def rejected(cls, reason: str, message: str) -> Outcome:
+        return cls(ok=False, reason=reason, message=message)
+
+
+class Action(Protocol):
+    """What the framework needs of an action."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def fields(self) -> Sequence[Field]: ...
+
+    def prepare(self, payload: Mapping[str, Any]) -> Prepared: ...
+
+    def perform_batch(self, group: Hashable, items: Sequence[Any]) -> list[Outcome]: ...
+
+
+def drop_empty(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload without keys whose value is None or a blank string."""
+    return {
+        k: v
+        for k, v in payload.items()
+        if v is not None and not (isinstance(v, str) and not v.strip())
+    }
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """An action fed by the events that match ``condition``, through ``mapping``."""
+
+    name: str
+    action: Action
+    condition: Condition
+    mapping: CompiledMapping
+    validator: PayloadValidator = field(repr=False)
+
+    def route(self, event: Mapping[str, Any]) -> Prepared:
+        """Map, drop empty values, validate and prepare one event; ``PayloadError`` if bad."""
+        payload = drop_empty(self.mapping.apply(event))
+        problems = self.validator.problems(payload)
+        if problems:
+            raise PayloadError("; ".join(problems))
+        return self.action.prepare(payload)
+
+
+def bind_subscription(
+    *,
+    name: str,
+    action: Action,
+    subscribe: str,
+    mapping: Mapping[str, Any],
+    source: str,
+    pointer: str,
+) -> Subscription:
+    """Compile a subscription from its mapping-file entry (``pointer`` locates it).
+
+    Fields the mapping leaves out keep their default mapping; a mapping key that is not
+    a field of the action is a ``MappingError``.
+    """
+    known = {f.name for f in action.fields}
+    for key in mapping:
+        if key not in known:
+            raise MappingError(
+                source,
+                pointer + json_pointer(["mapping", key]),
+                f"a field of {action.key}: one of {', '.join(sorted(known))}",
+            )
+    merged = {**default_mapping(action.fields), **mapping}
+    return Subscription(
+        name=name,
+        action=action,
+        condition=parse_subscription(subscribe, source=source, pointer=f"{pointer}/subscribe"),
+        mapping=compile_mapping(merged, source=source, pointer=f"{pointer}/mapping"),
+        validator=PayloadValidator(payload_schema(action.fields, title=action.title)),
+    )

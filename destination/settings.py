@@ -1,0 +1,159 @@
+"""Settings, resolved once into a frozen object: flags over environment over mapping file.
+
+Every problem found is reported together in one ``ConfigurationError``. Secrets are held
+in ``Secret``, whose ``repr`` and ``str`` never show the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from destination.backends import check_base_url
+from destination.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ENVIRONMENT",
+    "Secret",
+    "Settings",
+    "default_audience_state",
+    "resolve_settings",
+]
+
+DEFAULT_BASE_URL = "https://business-api.tiktok.com"
+
+# setting name -> environment variable that overrides the mapping file's value
+ENVIRONMENT: Mapping[str, str] = {
+    "base_url": "TIKTOK_API_BASE_URL",
+    "advertiser_id": "TIKTOK_ADVERTISER_ID",
+    "audience_id": "TIKTOK_AUDIENCE_ID",
+    "batch_size": "TIKTOK_BATCH_SIZE",
+    "default_phone_region": "TIKTOK_DEFAULT_PHONE_REGION",
+    "audience_state": "TIKTOK_AUDIENCE_STATE",
+}
+TOKEN_VARIABLE = "TIKTOK_ACCESS_TOKEN"  # noqa: S105 (a variable name)
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def default_audience_state() -> Path:
+    """Where native audience ids are remembered: ``$XDG_STATE_HOME/tiktok-audiences``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tiktok-audiences" / "audiences.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a sync needs to know besides the mapping itself."""
+
+    base_url: str = DEFAULT_BASE_URL
+    advertiser_id: str | None = None
+    audience_id: str | None = None
+    batch_size: int = 1000
+    default_phone_region: str | None = None
+    phone_format: Literal["e164", "e164_no_plus"] = "e164"
+    email_remove_plus_suffix: bool = False
+    email_remove_dots: bool = False
+    qps: float = 10.0
+    max_attempts: int = 5
+    retry_initial_wait: float = 1.0
+    retry_max_seconds: float = 120.0
+    timeout_seconds: float = 30.0
+    audience_state: Path = field(default_factory=default_audience_state)
+    access_token: Secret | None = None
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def _convert(name: str, raw: str, problems: list[str]) -> Any:
+    kind = str(_FIELD_TYPES[name])
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        problems.append(f"{ENVIRONMENT[name]}={raw!r} is not a number")
+        return None
+    if kind == "Path":
+        return Path(raw)
+    return raw
+
+
+def resolve_settings(
+    file_settings: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any],
+    need_token: bool,
+) -> Settings:
+    """Merge the three sources and check the result; all problems in one error.
+
+    ``file_settings`` was already checked against the mapping-file schema; environment
+    values and flags are checked here.
+    """
+    problems: list[str] = []
+    values: dict[str, Any] = dict(file_settings)
+    for name, variable in ENVIRONMENT.items():
+        raw = environ.get(variable, "").strip()
+        if raw:
+            values[name] = _convert(name, raw, problems)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "audience_state" in values:
+        values["audience_state"] = Path(values["audience_state"]).expanduser()
+
+    token = environ.get(TOKEN_VARIABLE, "").strip()
+    if token:
+        values["access_token"] = Secret(token)
+    elif need_token:
+        problems.append(
+            f"no access token: set {TOKEN_VARIABLE} to a TikTok Marketing API access token "
+            "for the advertiser (or use --dry-run to check the input without sending)"
+        )
+
+    batch_size = values.get("batch_size", Settings.batch_size)
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= 10_000:
+        problems.append(f"batch_size must be a whole number from 1 to 10000, got {batch_size!r}")
+    region = values.get("default_phone_region")
+    if region is not None and not (
+        isinstance(region, str) and len(region) == 2 and region.isalpha()
+    ):
+        problems.append(
+            f"default_phone_region must be a two-letter region code such as 'US', got {region!r}"
+        )
+    elif region is not None:
+        values["default_phone_region"] = region.upper()
+    try:
+        values["base_url"] = check_base_url(str(values.get("base_url", DEFAULT_BASE_URL)))
+    except ConfigurationError as exc:
+        problems.append(str(exc))
+
+    if problems:
+        raise ConfigurationError("invalid settings:\n  - " + "\n  - ".join(problems))
+    return Settings(**values)

@@ -1,0 +1,215 @@
+"""A thin client for the TikTok Marketing API: one method per endpoint.
+
+The ``Access-Token`` header is added in one place (``_call``); ``classify`` is the one
+function that decides what a reply means (the envelope's ``code`` first, the HTTP status
+when there is no envelope); the tenacity policy retries only what ``classify`` calls
+retryable, with exponential backoff and jitter, bounded in attempts and time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from destination.backends import ApiRequest, ApiResponse, Backend
+from destination.errors import (
+    ApiUnavailableError,
+    AuthenticationError,
+    PermanentError,
+    RetryableError,
+)
+from destination.settings import Secret
+
+__all__ = [
+    "AUTH_CODES",
+    "OK_CODES",
+    "RETRY_CODES",
+    "RetryPolicy",
+    "TikTokApi",
+    "classify",
+]
+
+OK_CODES = frozenset({0, 20001})  # 20001: partial success
+RETRY_CODES = frozenset({40100, 40016, 40133, 40202, 50000, 50002, 51305, 60001})
+AUTH_CODES = frozenset({40101, 40102, 40104, 40105, 40107, 40110})
+REAUTHORIZE_HINT = (
+    "TikTok did not accept the access token; re-authorize the app for this advertiser "
+    "and set TIKTOK_ACCESS_TOKEN to the new token"
+)
+
+
+def classify(response: ApiResponse, *, what: str) -> dict[str, Any]:
+    """Return the envelope's ``data`` on success, else raise the matching error."""
+    body = response.body
+    code = body.get("code") if isinstance(body, dict) else None
+    if not isinstance(code, int):
+        if response.status == 429 or response.status >= 500:
+            raise RetryableError(
+                f"{what}: TikTok answered HTTP {response.status}", http_status=response.status
+            )
+        raise PermanentError(
+            f"{what}: unexpected reply without a TikTok envelope", http_status=response.status
+        )
+    assert isinstance(body, dict)
+    message = str(body.get("message", ""))
+    request_id = str(body.get("request_id", ""))
+    if code in OK_CODES:
+        data = body.get("data")
+        return data if isinstance(data, dict) else {}
+    detail = f"{what}: {message}" if message else what
+    if code in AUTH_CODES:
+        raise AuthenticationError(
+            f"{detail}. {REAUTHORIZE_HINT}",
+            code=code,
+            http_status=response.status,
+            request_id=request_id,
+        )
+    if code in RETRY_CODES or response.status == 429 or response.status >= 500:
+        raise RetryableError(detail, code=code, http_status=response.status, request_id=request_id)
+    raise PermanentError(detail, code=code, http_status=response.status, request_id=request_id)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts, total time, and the first backoff (doubling, jittered)."""
+
+    max_attempts: int = 5
+    max_seconds: float = 120.0
+    initial_wait: float = 1.0
+    max_wait: float = 30.0
+
+
+class _Pacer:
+    """Keeps requests at or under ``qps`` per second (0 means no limit)."""
+
+    def __init__(self, qps: float, clock: Callable[[], float], sleep: Callable[[float], None]):
+        self._interval = 1.0 / qps if qps > 0 else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self._interval:
+            return
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            self._sleep(start - now)
+
+
+class TikTokApi:
+    """The endpoints the destination uses. ``requests_sent`` counts HTTP calls made."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        token: Secret,
+        *,
+        retry: RetryPolicy | None = None,
+        qps: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._backend = backend
+        self._token = token
+        self._retry = retry or RetryPolicy()
+        self._pacer = _Pacer(qps, clock, sleep)
+        self._sleep = sleep
+        self.requests_sent = 0
+
+    def __repr__(self) -> str:
+        return f"TikTokApi({self._backend!r})"
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        request = ApiRequest(
+            method=method,
+            path=path,
+            params=dict(params or {}),
+            json=body,
+            headers={"Access-Token": self._token.reveal()},
+        )
+        policy = self._retry
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryableError),
+            stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_seconds),
+            wait=wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait),
+            sleep=self._sleep,
+            reraise=False,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self._pacer.wait()
+                    self.requests_sent += 1
+                    return classify(self._backend.send(request), what=what)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            assert isinstance(last, RetryableError)
+            raise ApiUnavailableError(
+                f"{last} (gave up after {exc.last_attempt.attempt_number} attempts)",
+                code=last.code,
+                http_status=last.http_status,
+                request_id=last.request_id,
+            ) from last
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    # --- Segment API (partner audiences) -------------------------------------------------
+
+    def create_segment_audience(self, advertiser_id: str, name: str) -> str:
+        data = self._call(
+            "POST",
+            "segment/audience/",
+            what="create audience",
+            body={
+                "advertiser_id": advertiser_id,
+                "action": "create",
+                "custom_audience_name": name,
+            },
+        )
+        audience_id = data.get("audience_id")
+        if not audience_id:
+            raise PermanentError("create audience: TikTok's reply has no audience_id")
+        return str(audience_id)
+
+    def segment_mapping(
+        self,
+        *,
+        advertiser_ids: Sequence[str],
+        action: str,
+        id_schema: Sequence[str],
+        batch_data: Sequence[Sequence[Mapping[str, Any]]],
+    ) -> dict[str, Any]:
+        return self._call(
+            "POST",
+            "segment/mapping/",
+            what=f"{action} users",
+            body={
+                "advertiser_ids": list(advertiser_ids),
+                "action": action,
+                "id_schema": list(id_schema),
+                "batch_data": [list(row) for row in batch_data],
+            },
+        )

@@ -1,0 +1,129 @@
+"""The local memory of which TikTok audience belongs to which (advertiser, key).
+
+TikTok lets two audiences share a name, so creating must be idempotent on our side: the
+registry creates an audience at most once per (API base URL, advertiser, key), even
+across runs and when two runs race. An exclusive ``flock`` on a lock file beside the
+state file covers the whole read / create / write, and the state file is replaced
+atomically, so a crash never leaves it half written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from destination.errors import ConfigurationError, PermanentError
+
+__all__ = ["AudienceRegistry", "ResolvedAudience"]
+
+DRY_RUN_PREFIX = "dry-run:"
+
+
+@dataclass(frozen=True)
+class ResolvedAudience:
+    advertiser_id: str
+    key: str
+    name: str
+    audience_id: str
+    created: bool  # created by this run
+
+
+class AudienceRegistry:
+    """Finds or creates audiences. With ``create=None`` (a dry run) nothing is created:
+    unknown keys get a ``dry-run:`` placeholder id."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        namespace: str,
+        create: Callable[[str, str], str] | None,
+    ) -> None:
+        self._path = path
+        self._namespace = namespace
+        self._create = create
+        self._known: dict[tuple[str, str], str] = {}
+        self._failed: dict[tuple[str, str], PermanentError] = {}
+        self.resolved: list[ResolvedAudience] = []
+
+    def resolve(self, advertiser_id: str, key: str, name: str) -> str:
+        """The audience id for ``key`` under ``advertiser_id``, created if there is none."""
+        known = self._known.get((advertiser_id, key))
+        if known is not None:
+            return known
+        if (advertiser_id, key) in self._failed:
+            raise self._failed[(advertiser_id, key)]
+        with self._locked():
+            entries = self._read()
+            scope = entries.setdefault(self._namespace, {}).setdefault(advertiser_id, {})
+            existing = scope.get(key)
+            created = False
+            if isinstance(existing, dict) and existing.get("audience_id"):
+                audience_id = str(existing["audience_id"])
+            elif self._create is None:
+                audience_id = DRY_RUN_PREFIX + key
+            else:
+                try:
+                    audience_id = self._create(advertiser_id, name)
+                except PermanentError as exc:
+                    self._failed[(advertiser_id, key)] = exc
+                    raise
+                scope[key] = {
+                    "audience_id": audience_id,
+                    "name": name,
+                    "created_at": int(time.time()),
+                }
+                self._write(entries)
+                created = True
+        self._known[(advertiser_id, key)] = audience_id
+        self.resolved.append(ResolvedAudience(advertiser_id, key, name, audience_id, created))
+        return audience_id
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(self._path.with_name(self._path.name + ".lock"), "a")  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot use the audience state file {self._path}: {exc.strerror}"
+            ) from exc
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            text = self._path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(
+                f"the audience state file {self._path} is not valid JSON ({exc.msg} at line "
+                f"{exc.lineno}); fix or move it: it maps audience keys to TikTok audience ids"
+            ) from exc
+        audiences = document.get("audiences") if isinstance(document, dict) else None
+        return audiences if isinstance(audiences, dict) else {}
+
+    def _write(self, entries: dict[str, Any]) -> None:
+        document = {"version": 1, "audiences": entries}
+        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=self._path.name, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self._path)

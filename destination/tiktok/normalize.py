@@ -1,0 +1,245 @@
+"""Normalize and hash the user identifiers of TikTok audiences.
+
+TikTok's Segment API takes users as SHA-256 hashes (lowercase hex) of normalized
+identifiers. The rules applied here:
+
+Email
+    Trimmed and lowercased. It must look like an address: exactly one ``@``, a non-empty
+    local part, a domain of at least two non-empty dot-separated labels, no whitespace
+    inside. Optionally (both off by default) a ``+suffix`` is removed from the local part
+    (``a+news@x.com`` -> ``a@x.com``) and dots are removed from the local part; the local
+    part must not end up empty.
+
+Phone
+    E.164 (``+`` country code and number, digits only), through ``phonenumbers``: the value
+    is parsed with ``default_region`` (ISO 3166 alpha-2 such as ``"US"``, or ``None``), so
+    national formats, spaces, dashes, parentheses and the region's international prefix
+    (``00`` in most of Europe) are understood. A number without country code when no
+    default region is set is refused with its own reason, as is any number
+    ``phonenumbers.is_valid_number`` rejects. ``phone_format`` ``"e164"`` gives
+    ``+14155550100``, ``"e164_no_plus"`` gives ``14155550100``.
+
+Advertising id
+    IDFA (iOS) or Android advertising id (GAID / AAID): trimmed and lowercased, hyphens
+    kept. It must be 32 hex digits, optionally hyphenated 8-4-4-4-12. The all-zero id is
+    what a device sends when tracking is refused: it is not an identifier. The device
+    type picks the kind: ``ios``, ``ipados``, ``tvos``, ``watchos`` -> ``IDFA_SHA256``,
+    ``android`` -> ``AAID_SHA256`` (case-insensitive, trimmed), anything else -> unknown.
+
+Pre-hashed values
+    A value that, trimmed, is exactly 64 hex characters is taken as an SHA-256 hash
+    already: the ``hash_*`` functions only lowercase it, without normalizing or hashing
+    it again. This holds for emails, phones and advertising ids alike.
+
+Hashing
+    SHA-256 of the UTF-8 encoded normalized string, as lowercase hex.
+
+Every function is pure. Invalid values raise :class:`PayloadError` whose message names
+the kind of identifier and the reason but never the value (it is personal data). Invalid
+settings (an unknown ``default_region`` or ``phone_format``) raise
+:class:`ConfigurationError`. A blank ``default_region`` counts as none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Final, Literal
+
+import phonenumbers
+
+from destination.errors import ConfigurationError, PayloadError
+
+__all__ = [
+    "ID_TYPES",
+    "PHONE_FORMATS",
+    "IdType",
+    "PhoneFormat",
+    "advertising_id_type",
+    "hash_advertising_id",
+    "hash_email",
+    "hash_phone",
+    "is_sha256_hex",
+    "normalize_advertising_id",
+    "normalize_email",
+    "normalize_phone",
+    "sha256_hex",
+]
+
+IdType = Literal["EMAIL_SHA256", "PHONE_SHA256", "IDFA_SHA256", "AAID_SHA256"]
+PhoneFormat = Literal["e164", "e164_no_plus"]
+
+#: The identifier types, in the order used in requests.
+ID_TYPES: Final[tuple[IdType, ...]] = (
+    "EMAIL_SHA256",
+    "PHONE_SHA256",
+    "IDFA_SHA256",
+    "AAID_SHA256",
+)
+PHONE_FORMATS: Final[tuple[PhoneFormat, ...]] = ("e164", "e164_no_plus")
+
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_ADVERTISING_ID = re.compile(
+    r"[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+_PLUS_SIGNS = ("+", "\uff0b")  # phonenumbers also reads the full-width plus sign
+_IDFA_DEVICES = frozenset({"ios", "ipados", "tvos", "watchos"})
+_AAID_DEVICES = frozenset({"android"})
+
+
+def _require_str(kind: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise PayloadError(f"{kind} is not a string (got {type(value).__name__})")
+    return value
+
+
+def is_sha256_hex(value: str) -> bool:
+    """Whether ``value``, ignoring surrounding whitespace, is 64 hex characters."""
+    return isinstance(value, str) and _SHA256_HEX.fullmatch(value.strip()) is not None
+
+
+def sha256_hex(value: str) -> str:
+    """The SHA-256 of ``value`` encoded as UTF-8, as lowercase hex."""
+    text = _require_str("value to hash", value)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadError("value to hash cannot be encoded as UTF-8") from None
+    return hashlib.sha256(data).hexdigest()
+
+
+def normalize_email(
+    value: str, *, remove_plus_suffix: bool = False, remove_dots: bool = False
+) -> str:
+    """Trim and lowercase an email address, optionally dropping ``+suffix`` and dots."""
+    email = _require_str("email", value).strip().lower()
+    local, at, domain = email.partition("@")
+    labels = domain.split(".")
+    if (
+        not at
+        or not local
+        or "@" in domain
+        or len(labels) < 2
+        or not all(labels)
+        or any(char.isspace() for char in email)
+    ):
+        raise PayloadError("email is not a valid address")
+    try:
+        email.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadError("email is not a valid address") from None
+    if remove_plus_suffix:
+        local = local.partition("+")[0]
+    if remove_dots:
+        local = local.replace(".", "")
+    if not local:
+        raise PayloadError("email has an empty local part once normalized")
+    return f"{local}@{domain}"
+
+
+def _check_region(default_region: object) -> str | None:
+    if default_region is None:
+        return None
+    if not isinstance(default_region, str):
+        raise ConfigurationError("default_phone_region must be a string")
+    region = default_region.strip().upper()
+    if not region:
+        return None
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigurationError(
+            f"default_phone_region {default_region!r} is not a region phonenumbers knows"
+        )
+    return region
+
+
+def normalize_phone(
+    value: str,
+    *,
+    default_region: str | None = None,
+    phone_format: PhoneFormat = "e164",
+) -> str:
+    """The phone number in E.164 (``phone_format="e164_no_plus"``: without the ``+``)."""
+    if phone_format not in PHONE_FORMATS:
+        raise ConfigurationError(f"phone_format must be one of {', '.join(PHONE_FORMATS)}")
+    region = _check_region(default_region)
+    text = _require_str("phone", value).strip()
+    if not text:
+        raise PayloadError("phone is empty")
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        if (
+            exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE
+            and region is None
+            and not any(plus in text for plus in _PLUS_SIGNS)
+        ):
+            raise PayloadError(
+                "phone has no country code and no default_phone_region is set"
+            ) from None
+        raise PayloadError("phone is not a valid number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise PayloadError("phone is not a valid number")
+    e164 = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return e164 if phone_format == "e164" else e164.removeprefix("+")
+
+
+def normalize_advertising_id(value: str) -> str:
+    """Trim and lowercase an IDFA or Android advertising id (hyphens are kept)."""
+    ad_id = _require_str("advertising id", value).strip().lower()
+    if _ADVERTISING_ID.fullmatch(ad_id) is None:
+        raise PayloadError("advertising id is not 32 hex digits")
+    if not ad_id.replace("-", "").strip("0"):
+        raise PayloadError("advertising id is all zeros (tracking refused)")
+    return ad_id
+
+
+def advertising_id_type(
+    device_type: str | None,
+) -> Literal["IDFA_SHA256", "AAID_SHA256"] | None:
+    """The id type of a device's advertising id, or ``None`` if the device is unknown."""
+    if not isinstance(device_type, str):
+        return None
+    device = device_type.strip().lower()
+    if device in _IDFA_DEVICES:
+        return "IDFA_SHA256"
+    if device in _AAID_DEVICES:
+        return "AAID_SHA256"
+    return None
+
+
+def _prehashed(kind: str, value: str) -> str | None:
+    text = _require_str(kind, value).strip()
+    return text.lower() if _SHA256_HEX.fullmatch(text) else None
+
+
+def hash_email(value: str, *, remove_plus_suffix: bool = False, remove_dots: bool = False) -> str:
+    """The SHA-256 hex of the normalized email (a pre-hashed value is only lowercased)."""
+    prehashed = _prehashed("email", value)
+    if prehashed is not None:
+        return prehashed
+    return sha256_hex(
+        normalize_email(value, remove_plus_suffix=remove_plus_suffix, remove_dots=remove_dots)
+    )
+
+
+def hash_phone(
+    value: str,
+    *,
+    default_region: str | None = None,
+    phone_format: PhoneFormat = "e164",
+) -> str:
+    """The SHA-256 hex of the normalized phone (a pre-hashed value is only lowercased)."""
+    prehashed = _prehashed("phone", value)
+    if prehashed is not None:
+        return prehashed
+    return sha256_hex(
+        normalize_phone(value, default_region=default_region, phone_format=phone_format)
+    )
+
+
+def hash_advertising_id(value: str) -> str:
+    """The SHA-256 hex of the normalized advertising id (a pre-hashed value is lowercased)."""
+    prehashed = _prehashed("advertising id", value)
+    if prehashed is not None:
+        return prehashed
+    return sha256_hex(normalize_advertising_id(value))
