@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from destination.errors import MappingError
+from destination.kit.schema import json_pointer
 
 __all__ = ["CompiledMapping", "compile_mapping"]
 
@@ -65,8 +66,7 @@ class _Site:
     pointer: str
 
     def child(self, key: str | int) -> _Site:
-        token = str(key).replace("~", "~0").replace("/", "~1")  # RFC 6901 escaping
-        return _Site(self.source, f"{self.pointer}/{token}")
+        return _Site(self.source, self.pointer + json_pointer([key]))
 
     def error(self, expected: str) -> MappingError:
         return MappingError(self.source, self.pointer, expected)
