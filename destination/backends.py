@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from destination.errors import ConfigurationError, RetryableError
+from destination.errors import ConfigurationError, PermanentError, RetryableError
 
 __all__ = [
     "API_VERSION",
@@ -73,10 +73,14 @@ class Backend(Protocol):
 
 def check_base_url(base_url: str) -> str:
     """Return the base URL without a trailing slash; refuse plain http off loopback."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(base_url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise ConfigurationError(f"base_url {base_url!r} is not a valid URL ({exc})") from exc
+    if parts.scheme not in ("http", "https") or not host:
         raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not _is_loopback(host):
         raise ConfigurationError(
             f"base_url {base_url!r} is plain http to a non-loopback host; use https "
             "(plain http is only allowed for 127.0.0.0/8, ::1 and localhost)"
@@ -91,6 +95,15 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# Failures of the connection itself: the same request may well succeed later.
+_TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 class HttpBackend:
@@ -126,10 +139,14 @@ class HttpBackend:
                 headers=dict(request.headers),
                 timeout=self.timeout,
             )
-        except requests.RequestException as exc:
+        except _TRANSIENT as exc:
             # The exception text can hold the URL but never headers; name the class only.
             raise RetryableError(
                 f"{request.method} {request.path} failed in transport: {type(exc).__name__}"
+            ) from exc
+        except requests.RequestException as exc:
+            raise PermanentError(
+                f"{request.method} {request.path} cannot be sent: {type(exc).__name__}"
             ) from exc
         try:
             body = reply.json()

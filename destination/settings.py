@@ -61,9 +61,9 @@ class Secret:
         return hash(self._value)
 
 
-def default_audience_state() -> Path:
+def default_audience_state(environ: Mapping[str, str]) -> Path:
     """Where native audience ids are remembered: ``$XDG_STATE_HOME/tiktok-audiences``."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "tiktok-audiences" / "audiences.json"
 
 
@@ -84,23 +84,20 @@ class Settings:
     retry_initial_wait: float = 1.0
     retry_max_seconds: float = 120.0
     timeout_seconds: float = 30.0
-    audience_state: Path = field(default_factory=default_audience_state)
+    audience_state: Path = field(default_factory=lambda: default_audience_state(os.environ))
     access_token: Secret | None = None
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
 
 
-def _convert(name: str, raw: str, problems: list[str]) -> Any:
+def _convert(name: str, raw: str) -> Any:
+    """The environment's text as the setting's type; ``ValueError`` if it is no number."""
     kind = str(_FIELD_TYPES[name])
-    try:
-        if kind.startswith("int"):
-            return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-    except ValueError:
-        problems.append(f"{ENVIRONMENT[name]}={raw!r} is not a number")
-        return None
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
     if kind == "Path":
         return Path(raw)
     return raw
@@ -123,10 +120,16 @@ def resolve_settings(
     for name, variable in ENVIRONMENT.items():
         raw = environ.get(variable, "").strip()
         if raw:
-            values[name] = _convert(name, raw, problems)
+            try:
+                values[name] = _convert(name, raw)
+            except ValueError:
+                problems.append(f"{variable}={raw!r} is not a number")
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if "audience_state" in values:
-        values["audience_state"] = Path(values["audience_state"]).expanduser()
+    values["audience_state"] = (
+        Path(values["audience_state"]).expanduser()
+        if "audience_state" in values
+        else default_audience_state(environ)
+    )
 
     token = environ.get(TOKEN_VARIABLE, "").strip()
     if token:
@@ -155,5 +158,5 @@ def resolve_settings(
         problems.append(str(exc))
 
     if problems:
-        raise ConfigurationError("invalid settings:\n  - " + "\n  - ".join(problems))
+        raise ConfigurationError("invalid settings: " + "; ".join(problems))
     return Settings(**values)

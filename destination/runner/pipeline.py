@@ -155,7 +155,7 @@ class Pipeline:
     def _stop(self, reason: str, message: str, rest: Iterable[Line]) -> None:
         """Reject everything not yet delivered with the stop's reason; nothing is lost."""
         self.tally.stopped = {"reason": reason, "message": message}
-        log.error("stopping: %s", message)
+        log.info("stopping: %s", message)
         # Unanswered events sit in the batch being sent, in open batches, or are the one
         # being routed (creating its audience can meet the stop too).
         unanswered = [item.event for item in self._in_flight]

@@ -6,6 +6,7 @@ object) or why it could not be read. Blank lines are not events and are skipped.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ class Line:
 
 
 def read_ndjson(lines: Iterable[bytes]) -> Iterator[Line]:
-    for number, data in enumerate(lines, start=1):
+    for number, chunk in enumerate(lines, start=1):
+        data = chunk.removeprefix(codecs.BOM_UTF8) if number == 1 else chunk
         if not data.strip():
             continue
         try:

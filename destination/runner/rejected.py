@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
+from destination.errors import ConfigurationError
 from destination.runner.reader import Line
 
 __all__ = ["RejectedSink"]
@@ -27,7 +28,13 @@ class RejectedSink:
 
     def __enter__(self) -> RejectedSink:
         if self.path is not None:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot write the rejected file {self.path}: {exc.strerror}"
+                ) from exc
             self._handle = os.fdopen(fd, "w", encoding="utf-8")
         return self
 

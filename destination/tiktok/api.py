@@ -8,6 +8,7 @@ retryable, with exponential backoff and jitter, bounded in attempts and time.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from tenacity import (
+    RetryCallState,
     RetryError,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
 )
 
 from destination.backends import ApiRequest, ApiResponse, Backend
@@ -83,12 +84,21 @@ def classify(response: ApiResponse, *, what: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try: attempts, total time, and the first backoff (doubling, jittered)."""
+    """How hard to try: attempts, total time, and the first backoff.
+
+    The n-th wait is ``initial_wait * 2**(n-1)`` capped at ``max_wait``, plus a random
+    jitter of up to ``initial_wait`` (so ``initial_wait=0`` means no waiting at all).
+    """
 
     max_attempts: int = 5
     max_seconds: float = 120.0
     initial_wait: float = 1.0
     max_wait: float = 30.0
+
+    def wait(self, state: RetryCallState) -> float:
+        """Seconds to wait before the next attempt (tenacity's ``wait`` hook)."""
+        backoff: float = self.initial_wait * 2 ** (state.attempt_number - 1)
+        return min(self.max_wait, backoff + random.uniform(0, self.initial_wait))
 
 
 class _Pacer:
@@ -155,7 +165,7 @@ class TikTokApi:
         retrying = Retrying(
             retry=retry_if_exception_type(RetryableError),
             stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_seconds),
-            wait=wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait),
+            wait=policy.wait,
             sleep=self._sleep,
             reraise=False,
         )
@@ -169,7 +179,7 @@ class TikTokApi:
             last = exc.last_attempt.exception()
             assert isinstance(last, RetryableError)
             raise ApiUnavailableError(
-                f"{last} (gave up after {exc.last_attempt.attempt_number} attempts)",
+                f"{last.message} (gave up after {exc.last_attempt.attempt_number} attempts)",
                 code=last.code,
                 http_status=last.http_status,
                 request_id=last.request_id,

@@ -61,31 +61,50 @@ class AudienceRegistry:
             return known
         if (advertiser_id, key) in self._failed:
             raise self._failed[(advertiser_id, key)]
-        with self._locked():
-            entries = self._read()
-            scope = entries.setdefault(self._namespace, {}).setdefault(advertiser_id, {})
-            existing = scope.get(key)
+        if self._create is None:  # dry run: look, never create or write
+            existing = self._scope(self._read(), advertiser_id).get(key)
+            audience_id = self._id_of(existing) or DRY_RUN_PREFIX + key
             created = False
-            if isinstance(existing, dict) and existing.get("audience_id"):
-                audience_id = str(existing["audience_id"])
-            elif self._create is None:
-                audience_id = DRY_RUN_PREFIX + key
-            else:
-                try:
-                    audience_id = self._create(advertiser_id, name)
-                except PermanentError as exc:
-                    self._failed[(advertiser_id, key)] = exc
-                    raise
-                scope[key] = {
-                    "audience_id": audience_id,
-                    "name": name,
-                    "created_at": int(time.time()),
-                }
-                self._write(entries)
-                created = True
+        else:
+            audience_id, created = self._find_or_create(advertiser_id, key, name, self._create)
         self._known[(advertiser_id, key)] = audience_id
         self.resolved.append(ResolvedAudience(advertiser_id, key, name, audience_id, created))
         return audience_id
+
+    def _find_or_create(
+        self, advertiser_id: str, key: str, name: str, create: Callable[[str, str], str]
+    ) -> tuple[str, bool]:
+        with self._locked():
+            entries = self._read()
+            scope = self._scope(entries, advertiser_id)
+            known = self._id_of(scope.get(key))
+            if known:
+                return known, False
+            try:
+                audience_id = create(advertiser_id, name)
+            except PermanentError as exc:
+                self._failed[(advertiser_id, key)] = exc
+                raise
+            scope[key] = {"audience_id": audience_id, "name": name, "created_at": int(time.time())}
+            self._write(entries)
+            return audience_id, True
+
+    def _scope(self, entries: dict[str, Any], advertiser_id: str) -> dict[str, Any]:
+        """The entries of one advertiser under this namespace (made if missing)."""
+        namespace = entries.setdefault(self._namespace, {})
+        scope = namespace.setdefault(advertiser_id, {}) if isinstance(namespace, dict) else None
+        if not isinstance(scope, dict):
+            raise ConfigurationError(
+                f"the audience state file {self._path} is not in the expected shape "
+                "(audiences -> base URL -> advertiser id -> key -> entry); fix or move it"
+            )
+        return scope
+
+    @staticmethod
+    def _id_of(entry: object) -> str | None:
+        if isinstance(entry, dict) and entry.get("audience_id"):
+            return str(entry["audience_id"])
+        return None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -116,7 +135,12 @@ class AudienceRegistry:
                 f"{exc.lineno}); fix or move it: it maps audience keys to TikTok audience ids"
             ) from exc
         audiences = document.get("audiences") if isinstance(document, dict) else None
-        return audiences if isinstance(audiences, dict) else {}
+        if not isinstance(audiences, dict):
+            raise ConfigurationError(
+                f"the audience state file {self._path} is not in the expected shape "
+                '({"version": 1, "audiences": {...}}); fix or move it'
+            )
+        return audiences
 
     def _write(self, entries: dict[str, Any]) -> None:
         document = {"version": 1, "audiences": entries}

@@ -60,22 +60,22 @@ def load_mapping_file(path: Path) -> MappingFile:
 
 
 def bind(mapping_file: MappingFile, context: Context) -> list[Subscription]:
-    """Compile every enabled subscription; mapping errors name the file and pointer."""
-    bound = []
-    for index, entry in enumerate(mapping_file.subscriptions):
-        if not entry.get("enabled", True):
-            continue
-        bound.append(
-            bind_subscription(
-                name=entry["name"],
-                action=build_action(entry["action"], context),
-                subscribe=entry["subscribe"],
-                mapping=entry.get("mapping", {}),
-                source=mapping_file.source,
-                pointer=f"/subscriptions/{index}",
-            )
+    """The enabled subscriptions, compiled; every one is checked, disabled ones too, and
+    mapping errors name the file and pointer."""
+    bound = [
+        bind_subscription(
+            name=entry["name"],
+            action=build_action(entry["action"], context),
+            subscribe=entry["subscribe"],
+            mapping=entry.get("mapping", {}),
+            source=mapping_file.source,
+            pointer=f"/subscriptions/{index}",
         )
-    return bound
+        for index, entry in enumerate(mapping_file.subscriptions)
+    ]
+    return [
+        b for b, e in zip(bound, mapping_file.subscriptions, strict=True) if e.get("enabled", True)
+    ]
 
 
 def template(mode: Mode, settings: dict[str, Any]) -> dict[str, Any]:
