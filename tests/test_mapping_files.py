@@ -104,3 +104,28 @@ def test_shipped_mapping_file_is_the_template_derived_from_the_fields(path: Path
     derived = template(document["mode"], document["settings"])
     assert document["subscriptions"] == derived["subscriptions"]
     assert document["$schema"] == derived["$schema"]
+
+
+def test_a_disabled_subscription_is_still_checked(tmp_path: Path) -> None:
+    target = tmp_path / "off.json"
+    target.write_text(
+        json.dumps(
+            {
+                "destination": "tiktok-audiences",
+                "mode": "native",
+                "subscriptions": [
+                    {"name": "on", "action": "addToAudience", "subscribe": "all"},
+                    {
+                        "name": "off",
+                        "action": "removeFromAudience",
+                        "subscribe": "all",
+                        "enabled": False,
+                        "mapping": {"email": {"@path": "nowhere"}},
+                    },
+                ],
+            }
+        )
+    )
+    with pytest.raises(MappingError) as caught:
+        _load_and_bind(target, tmp_path)
+    assert caught.value.pointer == "/subscriptions/1/mapping/email/@path"

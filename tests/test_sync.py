@@ -884,3 +884,28 @@ def test_events_copied_from_a_rejected_file_are_accepted_again(tmp_path: Path) -
     assert first.summary["rejected"] == 3
     assert again.summary["delivered"] == 3
     assert emails_in(fake, audience_id) == {sha(f"user{i}@example.com") for i in range(3)}
+
+
+def test_a_utf8_byte_order_mark_before_the_first_event_is_ignored(tmp_path: Path) -> None:
+    fake = make_fake()
+    events = tmp_path / "bom.ndjson"
+    events.write_bytes(b"\xef\xbb\xbf" + json.dumps(audience_event("bom")).encode() + b"\n")
+    run = sync_file(tmp_path, events, mapping=write_mapping(tmp_path), backend=fake)
+    assert run.summary["delivered"] == 1
+    assert emails_in(fake, audience_named(fake, "vip_customers")) == {sha("bom@example.com")}
+
+
+def test_an_existing_rejected_file_is_made_private_before_events_are_written(
+    tmp_path: Path,
+) -> None:
+    rejected = tmp_path / "rejected.ndjson"
+    rejected.write_text("old\n")
+    rejected.chmod(0o644)
+    events = write_events(tmp_path / "e.ndjson", ["not json"])
+    run_sync(
+        SyncOptions(mapping=write_mapping(tmp_path), events=str(events), rejected=rejected),
+        environ={"TIKTOK_ACCESS_TOKEN": TOKEN, "TIKTOK_AUDIENCE_STATE": str(tmp_path / "a.json")},
+        backend=make_fake(),
+    )
+    assert rejected.stat().st_mode & 0o777 == 0o600
+    assert "old" not in rejected.read_text()
