@@ -5,7 +5,17 @@ TikTok does and keeping audiences and members); ``serve_in_thread`` / ``serve_fo
 put the same fake behind a loopback HTTP server for ``HttpBackend``.
 """
 
+from destination.fake_server.faults import FakeConnectionDrop, FaultPlan, parse_faults
 from destination.fake_server.http import RunningServer, serve_forever, serve_in_thread
 from destination.fake_server.state import FakeAudience, FakeTikTok
 
-__all__ = ["FakeAudience", "FakeTikTok", "RunningServer", "serve_forever", "serve_in_thread"]
+__all__ = [
+    "FakeAudience",
+    "FakeConnectionDrop",
+    "FakeTikTok",
+    "FaultPlan",
+    "RunningServer",
+    "parse_faults",
+    "serve_forever",
+    "serve_in_thread",
+]

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from destination.backends import API_VERSION, ApiRequest, ApiResponse
+from destination.fake_server.faults import FakeConnectionDrop
 from destination.fake_server.state import FakeTikTok
 
 __all__ = ["RunningServer", "serve_forever", "serve_in_thread"]
@@ -104,6 +105,10 @@ class _Handler(BaseHTTPRequestHandler):
         server: _Server = self.server  # type: ignore[assignment]
         try:
             response = server.fake.send(request)
+        except FakeConnectionDrop:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)  # closed with no reply
+            return
         except Exception:
             self._write_envelope(500, 50000, "internal error in the fake TikTok server")
             return

@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from destination.backends import ApiRequest, ApiResponse
+from destination.fake_server.faults import FakeConnectionDrop, FaultPlan
 
 __all__ = ["ID_TYPES", "FakeAudience", "FakeTikTok"]
 
@@ -141,6 +142,15 @@ class _ScriptedFailure:
     path: str | None
 
 
+@dataclass
+class _Hold:
+    path: str
+    count: int
+    arrived: threading.Event
+    released: threading.Event = field(default_factory=threading.Event)
+    process: bool = True
+
+
 class _Rejected(Exception):
     """Raised inside request handling; becomes an error envelope."""
 
@@ -231,7 +241,11 @@ class FakeTikTok:
         self._tokens: dict[str, _Token] = {}
         self._audiences: dict[str, _Audience] = {}
         self._requests: list[ApiRequest] = []
+        self._received_at: list[float] = []
+        self._accepted: list[ApiRequest] = []
         self._failures: list[_ScriptedFailure] = []
+        self._faults: FaultPlan | None = None
+        self._hold: _Hold | None = None
         self._audience_counter = 0
         self._request_counter = 0
         self._user_counter = 0
@@ -349,6 +363,31 @@ class FakeTikTok:
                 )
             )
 
+    def inject_faults(self, plan: FaultPlan | None) -> None:
+        """Meet requests with random faults from ``plan`` (None: no more faults)."""
+        with self._lock:
+            self._faults = plan
+
+    def hold_after(self, path: str, count: int) -> threading.Event:
+        """Stop the request to ``path`` that comes after ``count`` such requests.
+
+        That request waits, unprocessed, until ``release(process=...)``; the returned
+        event is set once it has arrived. A test uses it to kill a client at a known
+        point: while TikTok has not yet carried out the request.
+        """
+        arrived = threading.Event()
+        with self._lock:
+            self._hold = _Hold(_normalize_path(path), count, arrived)
+        return arrived
+
+    def release(self, *, process: bool) -> None:
+        """Let the held request go on (``process``) or drop it unprocessed."""
+        with self._lock:
+            hold, self._hold = self._hold, None
+        if hold is not None:
+            hold.process = process
+            hold.released.set()
+
     # ------------------------------------------------------------------- inspection
 
     def audiences(self, advertiser_id: str | None = None) -> list[FakeAudience]:
@@ -372,6 +411,18 @@ class FakeTikTok:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def received_at(self) -> list[float]:
+        """When each request of ``requests`` arrived (``time.monotonic()``)."""
+        with self._lock:
+            return list(self._received_at)
+
+    @property
+    def accepted(self) -> list[ApiRequest]:
+        """The requests TikTok carried out (answered with code 0), in order."""
+        with self._lock:
+            return list(self._accepted)
+
     # ---------------------------------------------------------------------- Backend
 
     def send(self, request: ApiRequest) -> ApiResponse:
@@ -385,8 +436,33 @@ class FakeTikTok:
         )
         with self._lock:
             self._requests.append(received)
+            self._received_at.append(time.monotonic())
             self._request_counter += 1
             request_id = f"20240101000000{self._request_counter:018X}"
+            fault = self._faults.draw() if self._faults is not None else None
+            hold = self._take_hold(received.path)
+        if hold is not None:
+            hold.arrived.set()
+            hold.released.wait()
+            if not hold.process:
+                raise FakeConnectionDrop("the fake dropped the held request")
+        if fault == "slow" and self._faults is not None:
+            time.sleep(self._faults.slow_seconds)
+        if fault == "drop_before":
+            raise FakeConnectionDrop("connection closed with no reply")
+        if fault is not None and fault.isdigit():
+            message = _DEFAULT_MESSAGES.get(int(fault), "injected fault")
+            return _envelope(request_id, int(fault), message)
+        if fault is not None and fault.startswith("http_"):
+            status = int(fault.removeprefix("http_"))
+            return ApiResponse(status=status, body=None, text=_html_page(status))
+        response = self._process(received, request_id)
+        if fault == "drop_after":
+            raise FakeConnectionDrop("connection closed after the request was carried out")
+        return response
+
+    def _process(self, received: ApiRequest, request_id: str) -> ApiResponse:
+        with self._lock:
             failure = self._take_failure(received.path)
             if failure is not None:
                 if failure.code == 0:
@@ -400,9 +476,20 @@ class FakeTikTok:
                 data = self._dispatch(received)
             except _Rejected as exc:
                 return _envelope(request_id, exc.code, exc.message, http_status=exc.http_status)
+            self._accepted.append(received)
             return _envelope(request_id, data=data)
 
     # ------------------------------------------------------------------- internals
+
+    def _take_hold(self, path: str) -> _Hold | None:
+        hold = self._hold
+        if hold is None or hold.path != _normalize_path(path):
+            return None
+        if hold.count > 0:
+            hold.count -= 1
+            return None
+        self._hold = None
+        return hold
 
     def _take_failure(self, path: str) -> _ScriptedFailure | None:
         wanted = _normalize_path(path)
