@@ -25,7 +25,7 @@ from destination.errors import (
     InputError,
     MappingError,
 )
-from destination.fake_server import serve_forever
+from destination.fake_server import FaultPlan, parse_faults, serve_forever
 from destination.kit.fields import payload_schema
 from destination.runner.sync import SyncOptions, run_sync
 from destination.tiktok.destination import template
@@ -61,10 +61,19 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--events", required=True, help="NDJSON events file, or - for stdin")
     sync.add_argument("--rejected", type=Path, help="write rejected events here (NDJSON)")
     sync.add_argument(
+        "--retry-file",
+        type=Path,
+        help="write events TikTok could not take (down past every retry) here, as input",
+    )
+    sync.add_argument(
+        "--state", type=Path, help="checkpoint directory: a rerun resumes where a run stopped"
+    )
+    sync.add_argument(
         "--dry-run", action="store_true", help="map, validate and batch, but send nothing"
     )
     sync.add_argument("--base-url", help="API root (overrides settings and TIKTOK_API_BASE_URL)")
     sync.add_argument("--batch-size", type=int, help="users per request, 1..10000")
+    sync.add_argument("--concurrency", type=int, help="requests in flight at once")
     sync.add_argument("--audience-state", type=Path, help="file remembering created audiences")
 
     commands.add_parser("demo", help="sync sample events against the embedded fake TikTok")
@@ -72,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     fake = commands.add_parser("fake-server", help="run the fake TikTok API on loopback")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8765)
+    fake.add_argument(
+        "--faults",
+        default="",
+        help="fault rates, e.g. 50000=0.05,http_503=0.02,drop_after=0.01,slow=0.1",
+    )
+    fake.add_argument("--fault-seed", type=int, default=0, help="seed of the fault schedule")
+    fake.add_argument("--slow-seconds", type=float, default=0.2, help="delay of a slow reply")
 
     schema = commands.add_parser("schema", help="print an action's payload JSON Schema")
     schema.add_argument("action", choices=sorted(CATALOGUE))
@@ -86,12 +102,15 @@ def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
         "base_url": args.base_url,
         "batch_size": args.batch_size,
         "audience_state": args.audience_state,
+        "concurrency": args.concurrency,
     }
     summary = run_sync(
         SyncOptions(
             mapping=args.mapping,
             events=args.events,
             rejected=args.rejected,
+            retry=args.retry_file,
+            state=args.state,
             dry_run=args.dry_run,
             overrides=overrides,
         ),
@@ -100,11 +119,13 @@ def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
     where = f" (see {args.rejected})" if args.rejected and summary["rejected"] else ""
     print(
         f"tiktok-audiences: {summary['received']} events: {summary['delivered']} delivered, "
-        f"{summary['rejected']} rejected{where}, {summary['requests']} requests"
-        + (" [dry run]" if args.dry_run else ""),
+        f"{summary['rejected']} rejected{where}, {summary['deferred']} deferred, "
+        f"{summary['requests']} requests" + (" [dry run]" if args.dry_run else ""),
         file=sys.stderr,
     )
     stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+    for warning in summary["warnings"]:
+        print(f"tiktok-audiences: warning: {warning}", file=sys.stderr)
     stopped = summary["stopped"]
     if stopped:
         print(f"tiktok-audiences: stopped: {stopped['message']}", file=sys.stderr)
@@ -118,7 +139,16 @@ def _fake_server(args: argparse.Namespace) -> int:
         f"token {DEMO_TOKEN!r}: a demo token the fake server alone accepts); Ctrl-C stops",
         file=sys.stderr,
     )
-    serve_forever(demo_fake(), host=args.host, port=args.port)
+    fake = demo_fake()
+    if args.faults:
+        try:
+            plan = FaultPlan(
+                parse_faults(args.faults), seed=args.fault_seed, slow_seconds=args.slow_seconds
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"--faults: {exc}") from exc
+        fake.inject_faults(plan)
+    serve_forever(fake, host=args.host, port=args.port)
     return OK
 
 

@@ -14,7 +14,9 @@
         │                              (exit 4)
         ├── RetryableError             rate limit, TikTok-side fault, timeout, 429/5xx:
         │   │                          retried with backoff, bounded
-        │   └── ApiUnavailableError    retries ran out: stop the run (exit 5)
+        │   ├── RateLimitError         TikTok's app or advertiser QPS limit: also slow down
+        │   └── ApiUnavailableError    retries ran out: stop the run (exit 5), the events
+        │                              not delivered go to the retry file
         └── PermanentError             TikTok refused the request itself (bad parameters,
                                        no permission, no such object): the batch's events
                                        are rejected with TikTok's message
@@ -26,6 +28,8 @@ unhashed personal data.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ApiError",
     "ApiUnavailableError",
@@ -36,6 +40,7 @@ __all__ = [
     "MappingError",
     "PayloadError",
     "PermanentError",
+    "RateLimitError",
     "RetryableError",
 ]
 
@@ -108,6 +113,14 @@ class AuthenticationError(ApiError):
 
 class RetryableError(ApiError):
     """A transient failure worth retrying later."""
+
+
+class RateLimitError(RetryableError):
+    """TikTok's rate limit: ``per_advertiser`` for the advertiser's QPS, else the app's."""
+
+    def __init__(self, message: str, *, per_advertiser: bool, **kwargs: Any) -> None:
+        self.per_advertiser = per_advertiser
+        super().__init__(message, **kwargs)
 
 
 class ApiUnavailableError(RetryableError):

@@ -34,6 +34,8 @@ ENVIRONMENT: Mapping[str, str] = {
     "batch_size": "TIKTOK_BATCH_SIZE",
     "default_phone_region": "TIKTOK_DEFAULT_PHONE_REGION",
     "audience_state": "TIKTOK_AUDIENCE_STATE",
+    "qps": "TIKTOK_QPS",
+    "concurrency": "TIKTOK_CONCURRENCY",
 }
 TOKEN_VARIABLE = "TIKTOK_ACCESS_TOKEN"  # noqa: S105 (a variable name)
 
@@ -80,6 +82,9 @@ class Settings:
     email_remove_plus_suffix: bool = False
     email_remove_dots: bool = False
     qps: float = 10.0
+    advertiser_qps: float = 10.0
+    concurrency: int = 4
+    max_event_bytes: int = 1 << 20
     max_attempts: int = 5
     retry_initial_wait: float = 1.0
     retry_max_seconds: float = 120.0

@@ -85,6 +85,8 @@ def test_environment_variable_names_are_the_documented_ones() -> None:
         "batch_size": "TIKTOK_BATCH_SIZE",
         "default_phone_region": "TIKTOK_DEFAULT_PHONE_REGION",
         "audience_state": "TIKTOK_AUDIENCE_STATE",
+        "qps": "TIKTOK_QPS",
+        "concurrency": "TIKTOK_CONCURRENCY",
     }
 
 

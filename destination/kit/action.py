@@ -14,6 +14,7 @@ the per-event half of the pipeline. Nothing here knows about TikTok.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -91,19 +92,29 @@ def drop_empty(payload: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Subscription:
-    """An action fed by the events that match ``condition``, through ``mapping``."""
+    """An action fed by the events that match ``condition``, through ``mapping``.
+
+    ``routed`` counts the events it took and ``seen`` how often each field had a value;
+    ``mapped_from_event`` names the fields whose mapping reads the event (not literals),
+    so a mapping that points nowhere can be reported.
+    """
 
     name: str
     action: Action
     condition: Condition
     mapping: CompiledMapping
     validator: PayloadValidator = field(repr=False)
+    mapped_from_event: tuple[str, ...] = ()
+    routed: int = 0
+    seen: Counter[str] = field(default_factory=Counter)
 
     def route(self, event: Mapping[str, Any]) -> Prepared:
         """Map, drop empty values, validate and prepare one event; ``PayloadError`` if bad."""
         payload = drop_empty(self.mapping.apply(event))
+        self.routed += 1
+        self.seen.update(payload.keys())
         problems = self.validator.problems(payload)
         if problems:
             raise PayloadError("; ".join(problems))
@@ -134,6 +145,9 @@ def bind_subscription(
             )
     merged = {**default_mapping(action.fields), **mapping}
     return Subscription(
+        mapped_from_event=tuple(
+            k for k, v in merged.items() if isinstance(v, dict) and "@literal" not in v
+        ),
         name=name,
         action=action,
         condition=parse_subscription(subscribe, source=source, pointer=f"{pointer}/subscribe"),

@@ -2,33 +2,47 @@
 
 For each input line: match the subscriptions, route the event through each matching one
 (map, drop empties, validate, prepare), and put the prepared item in the batch of its
-group. A full batch is sent at once; the rest is sent at the end of input. An item whose
-``conflicts`` group is open (adding a user while removals for the same audience wait)
-first sends that group, so changes to one audience reach TikTok in input order.
+group. A full batch is handed to a pool of sender threads (``concurrency`` batches in
+flight at most; the rate limiter in the API client keeps them under the QPS); what is
+left is sent at the end of input. Answers are taken in by the main thread only, so the
+counts, the output files and the checkpoint have one writer.
+
+Order within an audience is kept: before a batch goes out, the batches of its
+``conflicts`` group (removals from the audience it adds to, or the reverse) are sent and
+answered first.
 
 An event is finished when every subscription it fed has answered: delivered if all
-accepted it, otherwise rejected with every reason. A stop (bad credentials, TikTok down
-past every retry) rejects what was not delivered, read or not, with the stop's reason, so
-``received == delivered + rejected`` holds however the run ends.
+accepted it, otherwise rejected with every reason. A stop (TikTok refused the token, or
+stayed unavailable through every retry) finishes what is in flight, then rejects (bad
+token) or defers to the retry file (TikTok down) every event not delivered, read or
+not: ``received == delivered + rejected + deferred`` however the run ends.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from destination.errors import ApiUnavailableError, AuthenticationError, PayloadError
 from destination.kit.action import Action, Outcome, Subscription
 from destination.kit.batching import Batch, Batcher
+from destination.runner.checkpoint import Progress
+from destination.runner.outputs import OutputFile, rejected_record
 from destination.runner.reader import Line
-from destination.runner.rejected import RejectedSink
 
-__all__ = ["Pipeline", "Tally"]
+__all__ = ["STOP_REASONS", "Pipeline", "Tally"]
 
 log = logging.getLogger(__name__)
+
+# reason code of a stop -> the exception that causes it
+STOP_REASONS: dict[str, type[Exception]] = {
+    "auth": AuthenticationError,
+    "api_unavailable": ApiUnavailableError,
+}
 
 
 @dataclass
@@ -38,9 +52,31 @@ class Tally:
     received: int = 0
     delivered: int = 0
     rejected: int = 0
+    deferred: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     delivered_by_subscription: Counter[str] = field(default_factory=Counter)
     stopped: dict[str, str] | None = None  # {reason, message} when the run stopped early
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "delivered": self.delivered,
+            "rejected": self.rejected,
+            "deferred": self.deferred,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "delivered_by_subscription": dict(sorted(self.delivered_by_subscription.items())),
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Tally:
+        return cls(
+            received=int(document["received"]),
+            delivered=int(document["delivered"]),
+            rejected=int(document["rejected"]),
+            deferred=int(document["deferred"]),
+            rejected_by_reason=Counter(document["rejected_by_reason"]),
+            delivered_by_subscription=Counter(document["delivered_by_subscription"]),
+        )
 
 
 @dataclass
@@ -60,32 +96,56 @@ class _Item:
     payload: Any
 
 
+class _Stop(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        self.message = message
+        super().__init__(message)
+
+
 class Pipeline:
     def __init__(
         self,
         subscriptions: Sequence[Subscription],
         *,
         batch_size: int,
-        rejected: RejectedSink,
+        rejected: OutputFile,
+        retry: OutputFile,
+        concurrency: int = 1,
+        tally: Tally | None = None,
+        progress: Progress | None = None,
+        on_progress: Callable[[Pipeline], None] | None = None,
     ) -> None:
         self._subscriptions = subscriptions
         self._batcher: Batcher[_Item] = Batcher(batch_size)
         self._performers: dict[Hashable, Action] = {}
+        self._conflicts: dict[Hashable, Hashable] = {}
         self._rejected = rejected
+        self._retry = retry
+        self._concurrency = max(1, concurrency)
+        self._ready: list[Batch[_Item]] = []  # full batches waiting to be sent, in order
+        self._in_flight: dict[Future[list[Outcome]], Batch[_Item]] = {}
         self._current: _Event | None = None  # the event being routed
-        self._in_flight: list[_Item] = []  # the batch being sent
-        self.tally = Tally()
+        self._on_progress = on_progress
+        self.tally = tally or Tally()
+        self.progress = progress or Progress()
 
     def run(self, lines: Iterable[Line]) -> Tally:
         source = iter(lines)
-        try:
-            for line in source:
-                self._take(line)
-            for batch in self._batcher.drain():
-                self._send(batch)
-        except (AuthenticationError, ApiUnavailableError) as exc:
-            reason = "auth" if isinstance(exc, AuthenticationError) else "api_unavailable"
-            self._stop(reason, str(exc), source)
+        with ThreadPoolExecutor(self._concurrency, thread_name_prefix="sender") as pool:
+            try:
+                for line in source:
+                    if self.progress.is_finished(line.number):
+                        continue  # done by the run this one resumes
+                    self._take(line)
+                    self._send_ready(pool)
+                    self._collect(block=False)
+                self._ready.extend(self._batcher.drain())
+                self._send_ready(pool)
+                while self._in_flight:
+                    self._collect(block=True)
+            except _Stop as stop:
+                self._stop(stop, source)
         return self.tally
 
     # -- per event --------------------------------------------------------------------
@@ -104,31 +164,24 @@ class Pipeline:
             )
             return
         event = self._current = _Event(line, len(matched))
+        self.progress.started(line.number)
         for subscription in matched:
             try:
                 prepared = subscription.route(line.event)
             except PayloadError as exc:
                 self._answer(event, subscription.name, Outcome.rejected(exc.reason, str(exc)))
                 continue
+            except tuple(STOP_REASONS.values()) as exc:
+                raise _stop_for(exc) from exc
             self._performers.setdefault(prepared.group, subscription.action)
-            if prepared.conflicts is not None and self._batcher.is_open(prepared.conflicts):
-                self._send(self._batcher.take(prepared.conflicts))
+            if prepared.conflicts is not None:
+                self._conflicts.setdefault(prepared.group, prepared.conflicts)
+                if self._batcher.is_open(prepared.conflicts):
+                    self._ready.append(self._batcher.take(prepared.conflicts))
             full = self._batcher.add(prepared.group, _Item(event, subscription.name, prepared.item))
             if full is not None:
-                self._send(full)
+                self._ready.append(full)
         self._current = None
-
-    def _send(self, batch: Batch[_Item]) -> None:
-        action = self._performers[batch.group]
-        self._in_flight = batch.items
-        outcomes = action.perform_batch(batch.group, [item.payload for item in batch.items])
-        self._in_flight = []
-        if len(outcomes) != len(batch.items):
-            raise AssertionError(
-                f"{action.key} answered {len(outcomes)} outcomes for {len(batch.items)} items"
-            )
-        for item, outcome in zip(batch.items, outcomes, strict=True):
-            self._answer(item.event, item.subscription, outcome)
 
     def _answer(self, event: _Event, subscription: str, outcome: Outcome) -> None:
         if outcome.ok:
@@ -140,36 +193,103 @@ class Pipeline:
             self._finish(event)
 
     def _finish(self, event: _Event) -> None:
+        self.progress.finished(event.line.number)
+        self.progress.read(event.line.number)
+        tally = self.tally
         if not event.failures:
-            self.tally.delivered += 1
-            self.tally.delivered_by_subscription.update(event.accepted)
+            tally.delivered += 1
+            tally.delivered_by_subscription.update(event.accepted)
             return
-        self.tally.rejected += 1
         reason = event.failures[0][1]
-        self.tally.rejected_by_reason[reason] += 1
+        if reason == "api_unavailable" and self._retry.path is not None and event.line.event:
+            tally.deferred += 1
+            self._retry.write(event.line.event)
+            return
+        tally.rejected += 1
+        tally.rejected_by_reason[reason] += 1
         message = "; ".join(f"{s}: {m}" if s else m for s, _, m in event.failures)
-        self._rejected.write(event.line, reason, message)
+        self._rejected.write(rejected_record(event.line, reason, message))
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _send_ready(self, pool: ThreadPoolExecutor) -> None:
+        """Send the ready batches in order; one that meets a stop stays ready."""
+        while self._ready:
+            self._submit(pool, self._ready[0])
+            self._ready.pop(0)
+
+    def _submit(self, pool: ThreadPoolExecutor, batch: Batch[_Item]) -> None:
+        conflict = self._conflicts.get(batch.group)
+        while any(b.group == conflict for b in self._in_flight.values()):
+            self._collect(block=True)
+        while len(self._in_flight) >= self._concurrency:
+            self._collect(block=True)
+        action = self._performers[batch.group]
+        future = pool.submit(action.perform_batch, batch.group, [i.payload for i in batch.items])
+        self._in_flight[future] = batch
+
+    def _collect(self, *, block: bool) -> None:
+        """Take in the answers that arrived (waiting for one when ``block``)."""
+        if not self._in_flight:
+            return
+        done, _ = wait(
+            list(self._in_flight), timeout=None if block else 0, return_when=FIRST_COMPLETED
+        )
+        for future in done:
+            self._settle(future)
+
+    def _settle(self, future: Future[list[Outcome]]) -> None:
+        batch = self._in_flight.pop(future)
+        try:
+            outcomes = future.result()
+        except tuple(STOP_REASONS.values()) as exc:
+            self._in_flight[future] = batch  # answered by _stop, with the rest
+            raise _stop_for(exc) from exc
+        if len(outcomes) != len(batch.items):
+            raise AssertionError(f"{len(outcomes)} outcomes for {len(batch.items)} items")
+        for item, outcome in zip(batch.items, outcomes, strict=True):
+            self._answer(item.event, item.subscription, outcome)
+        if self._on_progress is not None:
+            self._on_progress(self)
 
     # -- stopping -----------------------------------------------------------------------
 
-    def _stop(self, reason: str, message: str, rest: Iterable[Line]) -> None:
-        """Reject everything not yet delivered with the stop's reason; nothing is lost."""
-        self.tally.stopped = {"reason": reason, "message": message}
-        log.info("stopping: %s", message)
-        # Unanswered events sit in the batch being sent, in open batches, or are the one
-        # being routed (creating its audience can meet the stop too).
-        unanswered = [item.event for item in self._in_flight]
+    def _stop(self, stop: _Stop, rest: Iterator[Line]) -> None:
+        """Finish what is in flight, then reject or defer everything not delivered."""
+        self.tally.stopped = {"reason": stop.reason, "message": stop.message}
+        log.info("stopping: %s", stop.message)
+        unanswered: list[_Event] = []
+        for future, batch in list(self._in_flight.items()):
+            del self._in_flight[future]
+            try:
+                outcomes = future.result()
+            except Exception:
+                unanswered += [item.event for item in batch.items]
+                continue
+            for item, outcome in zip(batch.items, outcomes, strict=True):
+                self._answer(item.event, item.subscription, outcome)
+        unanswered += [item.event for batch in self._ready for item in batch.items]
+        self._ready.clear()
         unanswered += [item.event for batch in self._batcher.drain() for item in batch.items]
         if self._current is not None:
             unanswered.append(self._current)
+        not_sent = f"not sent: {stop.message}"
         for event in {id(e): e for e in unanswered}.values():
             if event.waiting > 0:
-                self._reject_all(event, reason, message)
+                event.failures.insert(0, ("", stop.reason, not_sent))
+                event.waiting = 0
+                self._finish(event)
         for line in rest:
+            if self.progress.is_finished(line.number):
+                continue
             self.tally.received += 1
-            self._finish(_Event(line, 0, [("", reason, f"not sent: {message}")]))
+            if line.event is None:
+                failure = ("", "invalid_json", f"line {line.number} is {line.error}")
+            else:
+                failure = ("", stop.reason, not_sent)
+            self._finish(_Event(line, 0, [failure]))
 
-    def _reject_all(self, event: _Event, reason: str, message: str) -> None:
-        event.failures.append(("", reason, f"not sent: {message}"))
-        event.waiting = 0
-        self._finish(event)
+
+def _stop_for(exc: Exception) -> _Stop:
+    reason = next(r for r, cls in STOP_REASONS.items() if isinstance(exc, cls))
+    return _Stop(reason, str(exc))

@@ -1,18 +1,23 @@
-"""Reads NDJSON events one line at a time, never the whole input at once.
+"""Reads NDJSON events one line at a time, never more than one line in memory.
 
 Each non-blank line becomes a ``Line``: its 1-based number and either the event (a JSON
-object) or why it could not be read. Blank lines are not events and are skipped.
+object) or why it could not be read. Blank lines are not events and are skipped. A line
+longer than ``max_bytes`` is not parsed (nor held whole in memory): it becomes a line
+with an error, and reading goes on at the next line.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["Line", "read_ndjson"]
+__all__ = ["DEFAULT_MAX_BYTES", "Line", "read_ndjson"]
+
+DEFAULT_MAX_BYTES = 1 << 20
+_RAW_KEPT = 2000  # characters of an unreadable line kept for the rejected file
 
 
 @dataclass(frozen=True)
@@ -23,28 +28,40 @@ class Line:
     error: str = ""
 
 
-def read_ndjson(lines: Iterable[bytes]) -> Iterator[Line]:
-    for number, chunk in enumerate(lines, start=1):
-        data = chunk.removeprefix(codecs.BOM_UTF8) if number == 1 else chunk
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace").rstrip("\r\n")[:_RAW_KEPT]
+
+
+def read_ndjson(stream: IO[bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Line]:
+    number = 0
+    while True:
+        data = stream.readline(max_bytes + 1)
+        if not data:
+            return
+        number += 1
+        if number == 1:
+            data = data.removeprefix(codecs.BOM_UTF8)
+        if len(data) > max_bytes and not data.endswith(b"\n"):
+            size = len(data)
+            while data and not data.endswith(b"\n"):  # skip the rest of the long line
+                data = stream.readline(1 << 16)
+                size += len(data)
+            yield Line(number, None, "", f"longer than {max_bytes} bytes ({size} bytes)")
+            continue
         if not data.strip():
             continue
         try:
-            text = data.decode("utf-8")
+            value = json.loads(data.decode("utf-8"))
         except UnicodeDecodeError:
-            yield Line(
-                number, None, data.decode("utf-8", "replace").rstrip("\r\n"), "not UTF-8 text"
-            )
+            yield Line(number, None, _text(data), "not UTF-8 text")
             continue
-        try:
-            value = json.loads(text)
         except json.JSONDecodeError as exc:
-            yield Line(
-                number, None, text.rstrip("\r\n"), f"not valid JSON ({exc.msg}, column {exc.colno})"
-            )
+            yield Line(number, None, _text(data), f"not valid JSON ({exc.msg}, column {exc.colno})")
+            continue
+        except RecursionError:
+            yield Line(number, None, _text(data), "nested too deeply")
             continue
         if not isinstance(value, dict):
-            yield Line(
-                number, None, text.rstrip("\r\n"), f"not a JSON object (a {type(value).__name__})"
-            )
+            yield Line(number, None, _text(data), f"not a JSON object (a {type(value).__name__})")
             continue
         yield Line(number, value)

@@ -7,17 +7,20 @@ subscription is compiled before the first event is read or the first call is mad
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from destination.backends import Backend, DryRunBackend, HttpBackend
 from destination.errors import InputError
-from destination.runner.pipeline import Pipeline
+from destination.kit.action import Subscription
+from destination.runner.checkpoint import Checkpoint, fingerprint
+from destination.runner.outputs import OutputFile
+from destination.runner.pipeline import Pipeline, Tally
 from destination.runner.reader import read_ndjson
-from destination.runner.rejected import RejectedSink
 from destination.settings import Secret, resolve_settings
 from destination.tiktok.actions import Context
 from destination.tiktok.api import RetryPolicy, TikTokApi
@@ -26,12 +29,16 @@ from destination.tiktok.destination import bind, load_mapping_file
 
 __all__ = ["SyncOptions", "run_sync"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class SyncOptions:
     mapping: Path
     events: str  # a path, or "-" for standard input
     rejected: Path | None = None
+    retry: Path | None = None  # where events go when TikTok stays unavailable
+    state: Path | None = None  # checkpoint directory: resume where a killed run stopped
     dry_run: bool = False
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
@@ -79,6 +86,7 @@ def run_sync(
             initial_wait=settings.retry_initial_wait,
         ),
         qps=settings.qps,
+        advertiser_qps=settings.advertiser_qps,
     )
     registry = AudienceRegistry(
         settings.audience_state,
@@ -88,30 +96,100 @@ def run_sync(
     context = Context(settings=settings, api=api, registry=registry)
     subscriptions = bind(mapping_file, context)
 
-    with _open_events(options.events, stdin) as stream, RejectedSink(options.rejected) as sink:
-        tally = Pipeline(subscriptions, batch_size=settings.batch_size, rejected=sink).run(
-            read_ndjson(stream)
-        )
-    return {
-        "received": tally.received,
-        "delivered": tally.delivered,
-        "rejected": tally.rejected,
-        "requests": api.requests_sent,
-        "dry_run": options.dry_run,
-        "mode": mapping_file.mode,
-        "rejected_by_reason": dict(sorted(tally.rejected_by_reason.items())),
-        "delivered_by_subscription": dict(sorted(tally.delivered_by_subscription.items())),
-        "dropped_identifiers": dict(sorted(context.dropped.items())),
-        "audiences": [
-            {
-                "advertiser_id": a.advertiser_id,
-                "key": a.key,
-                "name": a.name,
-                "audience_id": a.audience_id,
-                "created": a.created,
-            }
-            for a in registry.resolved
-        ],
-        "rejected_file": str(options.rejected) if options.rejected else None,
-        "stopped": tally.stopped,
-    }
+    checkpoint: Checkpoint | None = None
+    if options.state is not None and not options.dry_run:
+        if options.events != "-" and not Path(options.events).is_file():
+            raise InputError(f"events file {options.events} does not exist")
+        expected = fingerprint(options.events, options.mapping)
+        checkpoint = Checkpoint.load(options.state, expected) or Checkpoint(expected)
+    resuming = checkpoint is not None and checkpoint.progress.read_up_to > 0
+    if resuming and checkpoint is not None:
+        log.info("resuming from line %d (%s)", checkpoint.progress.next_line, options.state)
+
+    rejected = OutputFile(options.rejected, what="rejected file")
+    retry = OutputFile(options.retry, what="retry file")
+    with _open_events(options.events, stdin) as stream:
+        rejected.open(resume_at=checkpoint.rejected_length if resuming and checkpoint else None)
+        retry.open(resume_at=checkpoint.retry_length if resuming and checkpoint else None)
+        try:
+            pipeline = Pipeline(
+                subscriptions,
+                batch_size=settings.batch_size,
+                rejected=rejected,
+                retry=retry,
+                concurrency=settings.concurrency,
+                tally=Tally.from_json(checkpoint.tally) if resuming and checkpoint else None,
+                progress=checkpoint.progress if checkpoint else None,
+                on_progress=_saver(checkpoint, options.state, rejected, retry),
+            )
+            tally = pipeline.run(read_ndjson(stream, max_bytes=settings.max_event_bytes))
+            if checkpoint is not None and options.state is not None:
+                checkpoint.complete = True
+                _save(checkpoint, options.state, pipeline, rejected, retry)
+        finally:
+            rejected.close()
+            retry.close()
+    summary: dict[str, Any] = tally.to_json()
+    summary.update(
+        {
+            "requests": api.requests_sent,
+            "dry_run": options.dry_run,
+            "mode": mapping_file.mode,
+            "dropped_identifiers": dict(sorted(context.dropped.items())),
+            "audiences": [
+                {
+                    "advertiser_id": a.advertiser_id,
+                    "key": a.key,
+                    "name": a.name,
+                    "audience_id": a.audience_id,
+                    "created": a.created,
+                }
+                for a in registry.resolved
+            ],
+            "rejected_file": str(options.rejected) if options.rejected else None,
+            "retry_file": str(options.retry) if options.retry else None,
+            "resumed": resuming,
+            "stopped": tally.stopped,
+            "warnings": _unmapped_warnings(subscriptions, mapping_file.source),
+        }
+    )
+    return summary
+
+
+def _save(
+    checkpoint: Checkpoint,
+    directory: Path,
+    pipeline: Pipeline,
+    rejected: OutputFile,
+    retry: OutputFile,
+) -> None:
+    checkpoint.tally = pipeline.tally.to_json()
+    checkpoint.rejected_length = rejected.durable_length()
+    checkpoint.retry_length = retry.durable_length()
+    checkpoint.save(directory)
+
+
+def _saver(
+    checkpoint: Checkpoint | None,
+    directory: Path | None,
+    rejected: OutputFile,
+    retry: OutputFile,
+) -> Callable[[Pipeline], None] | None:
+    if checkpoint is None or directory is None:
+        return None
+    return lambda pipeline: _save(checkpoint, directory, pipeline, rejected, retry)
+
+
+def _unmapped_warnings(subscriptions: Sequence[Subscription], source: str) -> list[str]:
+    """Fields mapped from the event that were empty in every event a subscription took."""
+    warnings = []
+    for subscription in subscriptions:
+        if not subscription.routed:
+            continue
+        for name in subscription.mapped_from_event:
+            if not subscription.seen[name]:
+                warnings.append(
+                    f"{source}: subscription {subscription.name!r}: field {name} was empty in "
+                    f"all {subscription.routed} events it took; check its mapping"
+                )
+    return warnings

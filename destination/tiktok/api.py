@@ -29,8 +29,10 @@ from destination.errors import (
     ApiUnavailableError,
     AuthenticationError,
     PermanentError,
+    RateLimitError,
     RetryableError,
 )
+from destination.kit.ratelimit import RateLimiter
 from destination.settings import Secret
 
 __all__ = [
@@ -44,6 +46,8 @@ __all__ = [
 
 OK_CODES = frozenset({0, 20001})  # 20001: partial success
 RETRY_CODES = frozenset({40100, 40016, 40133, 40202, 50000, 50002, 51305, 60001})
+APP_RATE_LIMIT_CODES = frozenset({40100, 40016})
+ADVERTISER_RATE_LIMIT_CODES = frozenset({40133})
 AUTH_CODES = frozenset({40101, 40102, 40104, 40105, 40107, 40110})
 REAUTHORIZE_HINT = (
     "TikTok did not accept the access token; re-authorize the app for this advertiser "
@@ -77,6 +81,14 @@ def classify(response: ApiResponse, *, what: str) -> dict[str, Any]:
             http_status=response.status,
             request_id=request_id,
         )
+    if code in APP_RATE_LIMIT_CODES or code in ADVERTISER_RATE_LIMIT_CODES:
+        raise RateLimitError(
+            detail,
+            per_advertiser=code in ADVERTISER_RATE_LIMIT_CODES,
+            code=code,
+            http_status=response.status,
+            request_id=request_id,
+        )
     if code in RETRY_CODES or response.status == 429 or response.status >= 500:
         raise RetryableError(detail, code=code, http_status=response.status, request_id=request_id)
     raise PermanentError(detail, code=code, http_status=response.status, request_id=request_id)
@@ -101,27 +113,6 @@ class RetryPolicy:
         return min(self.max_wait, backoff + random.uniform(0, self.initial_wait))
 
 
-class _Pacer:
-    """Keeps requests at or under ``qps`` per second (0 means no limit)."""
-
-    def __init__(self, qps: float, clock: Callable[[], float], sleep: Callable[[float], None]):
-        self._interval = 1.0 / qps if qps > 0 else 0.0
-        self._clock = clock
-        self._sleep = sleep
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self._interval:
-            return
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._next)
-            self._next = start + self._interval
-        if start > now:
-            self._sleep(start - now)
-
-
 class TikTokApi:
     """The endpoints the destination uses. ``requests_sent`` counts HTTP calls made."""
 
@@ -132,14 +123,16 @@ class TikTokApi:
         *,
         retry: RetryPolicy | None = None,
         qps: float = 0.0,
+        advertiser_qps: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._backend = backend
         self._token = token
         self._retry = retry or RetryPolicy()
-        self._pacer = _Pacer(qps, clock, sleep)
+        self._limiter = RateLimiter(qps=qps, per_key_qps=advertiser_qps, clock=clock, sleep=sleep)
         self._sleep = sleep
+        self._count_lock = threading.Lock()
         self.requests_sent = 0
 
     def __repr__(self) -> str:
@@ -151,6 +144,7 @@ class TikTokApi:
         path: str,
         *,
         what: str,
+        advertiser_id: str | None,
         body: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
@@ -172,9 +166,14 @@ class TikTokApi:
         try:
             for attempt in retrying:
                 with attempt:
-                    self._pacer.wait()
-                    self.requests_sent += 1
-                    return classify(self._backend.send(request), what=what)
+                    self._limiter.acquire(advertiser_id)
+                    with self._count_lock:
+                        self.requests_sent += 1
+                    try:
+                        return classify(self._backend.send(request), what=what)
+                    except RateLimitError as exc:
+                        self._limiter.slow_down(advertiser_id if exc.per_advertiser else None)
+                        raise
         except RetryError as exc:
             last = exc.last_attempt.exception()
             assert isinstance(last, RetryableError)
@@ -193,6 +192,7 @@ class TikTokApi:
             "POST",
             "segment/audience/",
             what="create audience",
+            advertiser_id=advertiser_id,
             body={
                 "advertiser_id": advertiser_id,
                 "action": "create",
@@ -216,6 +216,7 @@ class TikTokApi:
             "POST",
             "segment/mapping/",
             what=f"{action} users",
+            advertiser_id=advertiser_ids[0] if len(advertiser_ids) == 1 else None,
             body={
                 "advertiser_ids": list(advertiser_ids),
                 "action": action,
