@@ -151,7 +151,6 @@ class Pipeline:
     # -- per event --------------------------------------------------------------------
 
     def _take(self, line: Line) -> None:
-        self.tally.received += 1
         if line.event is None:
             self._finish(
                 _Event(line, 0, [("", "invalid_json", f"line {line.number} is {line.error}")])
@@ -196,6 +195,7 @@ class Pipeline:
         self.progress.finished(event.line.number)
         self.progress.read(event.line.number)
         tally = self.tally
+        tally.received += 1  # counted when finished, so a resumed run never counts it twice
         if not event.failures:
             tally.delivered += 1
             tally.delivered_by_subscription.update(event.accepted)
@@ -282,7 +282,6 @@ class Pipeline:
         for line in rest:
             if self.progress.is_finished(line.number):
                 continue
-            self.tally.received += 1
             if line.event is None:
                 failure = ("", "invalid_json", f"line {line.number} is {line.error}")
             else:
