@@ -39,6 +39,7 @@ from destination.tiktok.api import (
     RetryPolicy,
     TikTokApi,
     classify,
+    failed_rows,
 )
 
 BASE_URL = "https://business-api.tiktok.com"
@@ -138,13 +139,13 @@ def test_code_lists_match_the_documented_error_codes() -> None:
 def test_classify_returns_data_for_ok_and_partial_success_codes(code: int) -> None:
     reply = ApiResponse(status=200, body=envelope(code, data={"audience_id": "55"}))
 
-    assert classify(reply, what="add users") == {"audience_id": "55"}
+    assert classify(reply, what="add users").data == {"audience_id": "55"}
 
 
 def test_classify_returns_empty_dict_when_ok_envelope_has_no_data() -> None:
     reply = ApiResponse(status=200, body={"code": 0, "message": "OK", "request_id": "r"})
 
-    assert classify(reply, what="add users") == {}
+    assert classify(reply, what="add users").data == {}
 
 
 @pytest.mark.parametrize("code", DOCUMENTED_RETRY_CODES)
@@ -226,7 +227,7 @@ def test_classify_lets_the_envelope_code_decide_over_http_200() -> None:
 def test_classify_lets_an_ok_envelope_code_win_over_an_odd_http_status() -> None:
     reply = ApiResponse(status=500, body=envelope(0, data={"ok": True}))
 
-    assert classify(reply, what="add users") == {"ok": True}
+    assert classify(reply, what="add users").data == {"ok": True}
 
 
 def test_classify_names_what_was_being_done() -> None:
@@ -246,7 +247,7 @@ def test_segment_mapping_posts_exact_body_to_versioned_url_with_raw_access_token
 
     result = send_mapping(http_api())
 
-    assert result == {"accepted": 2}
+    assert result == {}  # no row refused
     assert len(rsps.calls) == 1
     sent = rsps.calls[0].request
     assert sent.method == "POST"
@@ -281,7 +282,7 @@ def test_retries_http_500_twice_then_succeeds(rsps: responses.RequestsMock) -> N
     rsps.post(MAPPING_URL, json=envelope(data={"done": True}))
     api = http_api()
 
-    assert send_mapping(api) == {"done": True}
+    assert send_mapping(api) == {}  # delivered, no row refused
     assert len(rsps.calls) == 3
     assert api.requests_sent == 3
 
@@ -290,7 +291,7 @@ def test_retries_rate_limit_code_in_http_200_then_succeeds(rsps: responses.Reque
     rsps.post(MAPPING_URL, json=envelope(40100, "app rate limit"))
     rsps.post(MAPPING_URL, json=envelope(data={"done": True}))
 
-    assert send_mapping(http_api()) == {"done": True}
+    assert send_mapping(http_api()) == {}  # delivered, no row refused
     assert len(rsps.calls) == 2
 
 
@@ -334,7 +335,7 @@ def test_retries_connection_error_then_succeeds(rsps: responses.RequestsMock) ->
     rsps.post(MAPPING_URL, json=envelope(data={"done": True}))
     api = http_api()
 
-    assert send_mapping(api) == {"done": True}
+    assert send_mapping(api) == {}  # delivered, no row refused
     assert len(rsps.calls) == 3
     assert api.requests_sent == 3
 
@@ -544,7 +545,7 @@ def test_backoff_sleeps_before_each_retry_with_growing_jittered_waits() -> None:
     policy = RetryPolicy(max_attempts=5, initial_wait=1, max_seconds=60)
     api = TikTokApi(backend, Secret(TOKEN), retry=policy, clock=clock, sleep=clock.sleep)
 
-    assert send_mapping(api) == {"done": True}
+    assert send_mapping(api) == {}  # delivered, no row refused
 
     assert len(backend.requests) == 3
     assert len(clock.sleeps) == 2
@@ -660,7 +661,7 @@ def test_dry_run_backend_answers_ok_envelope_and_keeps_requests() -> None:
 
     assert reply.status == 200
     assert reply.body["code"] == 0
-    assert classify(reply, what="dry run") == {}
+    assert classify(reply, what="dry run").data == {}
     assert backend.requests == [first, second]
 
 
@@ -676,3 +677,24 @@ def test_api_on_dry_run_backend_sends_nothing_but_records_the_request() -> None:
     assert request.path == "segment/mapping/"
     assert request.json == MAPPING_ARGS
     assert api.requests_sent == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"failed_rows": [1, {"index": 0, "message": "bad id"}]}, {0: "bad id", 1: "partial"}),
+        ({"failed_rows": [7, -1, True, "2"]}, {}),  # out of range or not an index
+        ({}, {}),  # names no rows: all delivered (and a warning)
+    ],
+)
+def test_partial_success_names_the_refused_rows(
+    data: dict[str, Any], expected: dict[int, str]
+) -> None:
+    reply = ApiResponse(200, {"code": 20001, "message": "partial", "request_id": "p", "data": data})
+    refused = failed_rows(classify(reply, what="add users"), rows=3)
+    assert {i: m.removeprefix("TikTok refused this user: ") for i, m in refused.items()} == expected
+
+
+def test_full_success_refuses_no_row() -> None:
+    reply = ApiResponse(200, {"code": 0, "message": "OK", "request_id": "p", "data": {"x": 1}})
+    assert failed_rows(classify(reply, what="add users"), rows=3) == {}

@@ -448,3 +448,27 @@ def test_tiktok_down_for_good_exits_5_with_every_event_in_the_retry_file(
     assert len((tmp_path / "retry.ndjson").read_text().splitlines()) == 7
     assert "stopped" in err and TOKEN not in out + err
     assert hash_email("user0@example.com") not in (tmp_path / "retry.ndjson").read_text()
+
+
+def test_partial_success_rejects_only_the_users_tiktok_refused(tmp_path: Path) -> None:
+    fake, audience_id = make_fake()
+    fake.refuse_users({hash_email("user3@example.com"), hash_email("user7@example.com")})
+    events = write_events(tmp_path / "events.ndjson", [event(i, audience_id) for i in range(10)])
+    summary = accounted(
+        run_sync(
+            SyncOptions(
+                mapping=write_mapping(tmp_path, batch_size=5),
+                events=str(events),
+                rejected=tmp_path / "rejected.ndjson",
+            ),
+            environ=environ(tmp_path),
+            backend=fake,
+        )
+    )
+    assert summary["delivered"] == 8
+    assert summary["rejected_by_reason"] == {"tiktok_rejected": 2}
+    records = [json.loads(x) for x in (tmp_path / "rejected.ndjson").read_text().splitlines()]
+    assert [r["line"] for r in records] == [4, 8]
+    assert "refused" in records[0]["message"]
+    held = fake.members(audience_id)["EMAIL_SHA256"]
+    assert hash_email("user3@example.com") not in held and len(held) == 8

@@ -151,6 +151,14 @@ class _Hold:
     process: bool = True
 
 
+class _Partial(Exception):
+    """The request was carried out except for some rows: answer 20001 with ``data``."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        super().__init__("partial success")
+
+
 class _Rejected(Exception):
     """Raised inside request handling; becomes an error envelope."""
 
@@ -246,6 +254,7 @@ class FakeTikTok:
         self._failures: list[_ScriptedFailure] = []
         self._faults: FaultPlan | None = None
         self._hold: _Hold | None = None
+        self._refused_ids: frozenset[str] = frozenset()
         self._audience_counter = 0
         self._request_counter = 0
         self._user_counter = 0
@@ -368,6 +377,12 @@ class FakeTikTok:
         with self._lock:
             self._faults = plan
 
+    def refuse_users(self, hashes: Iterable[str]) -> None:
+        """Rows holding any of these ids are left out of ``segment/mapping``, which then
+        answers partial success (20001) naming them in ``data.failed_rows``."""
+        with self._lock:
+            self._refused_ids = frozenset(hashes)
+
     def hold_after(self, path: str, count: int) -> threading.Event:
         """Stop the request to ``path`` that comes after ``count`` such requests.
 
@@ -476,6 +491,9 @@ class FakeTikTok:
                 data = self._dispatch(received)
             except _Rejected as exc:
                 return _envelope(request_id, exc.code, exc.message, http_status=exc.http_status)
+            except _Partial as partial:
+                self._accepted.append(received)
+                return _envelope(request_id, 20001, "Partial success", data=partial.data)
             self._accepted.append(received)
             return _envelope(request_id, data=data)
 
@@ -639,7 +657,8 @@ class FakeTikTok:
             )
 
         # Validate everything first; only then change state.
-        changes: list[tuple[_Audience, str, str]] = []
+        changes: list[tuple[int, _Audience, str, str]] = []
+        refused_rows: list[int] = []
         checked: dict[str, _Audience] = {}
         for row_index, row in enumerate(batch):
             if not isinstance(row, list):
@@ -674,12 +693,16 @@ class FakeTikTok:
                     if audience is None:
                         audience = self._writable_audience(audience_id, advertiser_ids)
                         checked[audience_id] = audience
-                    changes.append((audience, kind, hashed))
+                    changes.append((row_index, audience, kind, hashed))
                 filled += 1
             if not filled:
                 raise _bad(f"batch_data[{row_index}] has no identifier: every entry is {{}}")
+            if any(entry.get("id") in self._refused_ids for entry in row if entry):
+                refused_rows.append(row_index)
 
-        for audience, kind, hashed in changes:
+        for row_index, audience, kind, hashed in changes:
+            if row_index in refused_rows:
+                continue
             if action == "add":
                 audience.members.setdefault(kind, set()).add(hashed)
             else:
@@ -688,6 +711,9 @@ class FakeTikTok:
                     hashes.discard(hashed)
                     if not hashes:
                         del audience.members[kind]
+        if refused_rows:
+            failed = [{"index": i, "message": "user refused by the fake"} for i in refused_rows]
+            raise _Partial({"failed_rows": failed})
         return {}
 
     def _audience_list(self, grant: _Token, request: ApiRequest) -> dict[str, Any]:

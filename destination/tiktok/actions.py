@@ -187,7 +187,7 @@ class Membership(_CatalogueAction):
         advertiser_id, audience_id, tiktok_action = group
         id_schema, batch_data = batch_body(audience_id, items)
         try:
-            self._context.api.segment_mapping(
+            refused = self._context.api.segment_mapping(
                 advertiser_ids=[advertiser_id],
                 action=tiktok_action,
                 id_schema=id_schema,
@@ -195,7 +195,10 @@ class Membership(_CatalogueAction):
             )
         except PermanentError as exc:
             return [Outcome.rejected("tiktok_rejected", str(exc))] * len(items)
-        return [Outcome.delivered()] * len(items)
+        return [
+            Outcome.rejected("tiktok_rejected", refused[i]) if i in refused else Outcome.delivered()
+            for i in range(len(items))
+        ]
 
 
 class CreateAudience(_CatalogueAction):

@@ -8,6 +8,7 @@ retryable, with exponential backoff and jitter, bounded in attempts and time.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -39,24 +40,39 @@ __all__ = [
     "AUTH_CODES",
     "OK_CODES",
     "RETRY_CODES",
+    "Envelope",
     "RetryPolicy",
     "TikTokApi",
     "classify",
+    "failed_rows",
 ]
 
-OK_CODES = frozenset({0, 20001})  # 20001: partial success
+PARTIAL_SUCCESS = 20001
+OK_CODES = frozenset({0, PARTIAL_SUCCESS})
 RETRY_CODES = frozenset({40100, 40016, 40133, 40202, 50000, 50002, 51305, 60001})
 APP_RATE_LIMIT_CODES = frozenset({40100, 40016})
 ADVERTISER_RATE_LIMIT_CODES = frozenset({40133})
 AUTH_CODES = frozenset({40101, 40102, 40104, 40105, 40107, 40110})
+log = logging.getLogger(__name__)
+
 REAUTHORIZE_HINT = (
     "TikTok did not accept the access token; re-authorize the app for this advertiser "
     "and set TIKTOK_ACCESS_TOKEN to the new token"
 )
 
 
-def classify(response: ApiResponse, *, what: str) -> dict[str, Any]:
-    """Return the envelope's ``data`` on success, else raise the matching error."""
+@dataclass(frozen=True)
+class Envelope:
+    """A successful reply: ``code`` 0, or 20001 (partial success: ``data`` says more)."""
+
+    code: int
+    message: str
+    request_id: str
+    data: dict[str, Any]
+
+
+def classify(response: ApiResponse, *, what: str) -> Envelope:
+    """The reply's envelope when TikTok says OK, else raise the matching error."""
     body = response.body
     code = body.get("code") if isinstance(body, dict) else None
     if not isinstance(code, int):
@@ -72,7 +88,7 @@ def classify(response: ApiResponse, *, what: str) -> dict[str, Any]:
     request_id = str(body.get("request_id", ""))
     if code in OK_CODES:
         data = body.get("data")
-        return data if isinstance(data, dict) else {}
+        return Envelope(code, message, request_id, data if isinstance(data, dict) else {})
     detail = f"{what}: {message}" if message else what
     if code in AUTH_CODES:
         raise AuthenticationError(
@@ -147,7 +163,7 @@ class TikTokApi:
         advertiser_id: str | None,
         body: Any = None,
         params: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Envelope:
         request = ApiRequest(
             method=method,
             path=path,
@@ -188,7 +204,7 @@ class TikTokApi:
     # --- Segment API (partner audiences) -------------------------------------------------
 
     def create_segment_audience(self, advertiser_id: str, name: str) -> str:
-        data = self._call(
+        envelope = self._call(
             "POST",
             "segment/audience/",
             what="create audience",
@@ -199,7 +215,7 @@ class TikTokApi:
                 "custom_audience_name": name,
             },
         )
-        audience_id = data.get("audience_id")
+        audience_id = envelope.data.get("audience_id")
         if not audience_id:
             raise PermanentError("create audience: TikTok's reply has no audience_id")
         return str(audience_id)
@@ -211,8 +227,9 @@ class TikTokApi:
         action: str,
         id_schema: Sequence[str],
         batch_data: Sequence[Sequence[Mapping[str, Any]]],
-    ) -> dict[str, Any]:
-        return self._call(
+    ) -> dict[int, str]:
+        """Send one batch; the answer is the rows TikTok refused (index -> message)."""
+        envelope = self._call(
             "POST",
             "segment/mapping/",
             what=f"{action} users",
@@ -224,3 +241,30 @@ class TikTokApi:
                 "batch_data": [list(row) for row in batch_data],
             },
         )
+        return failed_rows(envelope, rows=len(batch_data))
+
+
+def failed_rows(envelope: Envelope, *, rows: int) -> dict[int, str]:
+    """The rows a partial success (20001) names as failed, by index.
+
+    TikTok's reference does not document the shape of a partial-success reply for this
+    endpoint. Read here: ``data.failed_rows`` as a list of row indexes or of objects with
+    ``index`` and ``message``. A partial success that names no rows is logged and counted
+    as delivered (nothing better can be known).
+    """
+    if envelope.code != PARTIAL_SUCCESS:
+        return {}
+    listed = envelope.data.get("failed_rows")
+    failures: dict[int, str] = {}
+    for entry in listed if isinstance(listed, list) else []:
+        index = entry.get("index") if isinstance(entry, dict) else entry
+        if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < rows:
+            text = entry.get("message") if isinstance(entry, dict) else None
+            failures[index] = f"TikTok refused this user: {text or envelope.message}"
+    if not failures:
+        log.warning(
+            "TikTok answered partial success (20001) without naming the failed users "
+            "(request_id %s); counting the batch as delivered",
+            envelope.request_id,
+        )
+    return failures
