@@ -4,16 +4,22 @@ The ``Access-Token`` header is added in one place (``_call``); ``classify`` is t
 function that decides what a reply means (the envelope's ``code`` first, the HTTP status
 when there is no envelope); the tenacity policy retries only what ``classify`` calls
 retryable, with exponential backoff and jitter, bounded in attempts and time.
+
+The token comes from a ``TokenProvider``: a fixed ``Secret`` (``StaticToken``, what
+``TIKTOK_ACCESS_TOKEN`` gives) or the token store's entry, which can be refreshed. When
+TikTok answers 40102 (token expired) and the provider can refresh, the token is
+refreshed once and the request sent again before the error is let through.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tenacity import (
     RetryCallState,
@@ -36,23 +42,36 @@ from destination.settings import Secret
 __all__ = [
     "AUTH_CODES",
     "OK_CODES",
+    "REAUTHORIZE_HINT",
     "RETRY_CODES",
+    "TOKEN_EXPIRED",
     "RetryPolicy",
+    "StaticToken",
     "TikTokApi",
+    "TokenProvider",
     "classify",
 ]
+
+log = logging.getLogger(__name__)
 
 OK_CODES = frozenset({0, 20001})  # 20001: partial success
 RETRY_CODES = frozenset({40100, 40016, 40133, 40202, 50000, 50002, 51305, 60001})
 AUTH_CODES = frozenset({40101, 40102, 40104, 40105, 40107, 40110})
+TOKEN_EXPIRED = 40102
 REAUTHORIZE_HINT = (
-    "TikTok did not accept the access token; re-authorize the app for this advertiser "
-    "and set TIKTOK_ACCESS_TOKEN to the new token"
+    "TikTok did not accept the access token; re-authorize: run "
+    "`tiktok-audiences auth login --app-id <your app id>` (or set TIKTOK_ACCESS_TOKEN "
+    "to a new token)"
 )
 
 
-def classify(response: ApiResponse, *, what: str) -> dict[str, Any]:
-    """Return the envelope's ``data`` on success, else raise the matching error."""
+def classify(
+    response: ApiResponse, *, what: str, reauthorize: str = REAUTHORIZE_HINT
+) -> dict[str, Any]:
+    """Return the envelope's ``data`` on success, else raise the matching error.
+
+    ``reauthorize`` ends the message of an authentication error: what the user does next.
+    """
     body = response.body
     code = body.get("code") if isinstance(body, dict) else None
     if not isinstance(code, int):
@@ -72,7 +91,7 @@ def classify(response: ApiResponse, *, what: str) -> dict[str, Any]:
     detail = f"{what}: {message}" if message else what
     if code in AUTH_CODES:
         raise AuthenticationError(
-            f"{detail}. {REAUTHORIZE_HINT}",
+            f"{detail}. {reauthorize}",
             code=code,
             http_status=response.status,
             request_id=request_id,
@@ -122,13 +141,55 @@ class _Pacer:
             self._sleep(start - now)
 
 
+class TokenProvider(Protocol):
+    """Where the ``Access-Token`` comes from, and how to get a new one if it expired."""
+
+    @property
+    def reauthorize_hint(self) -> str:
+        """What to tell the user when TikTok refuses the token."""
+        ...
+
+    def current(self) -> Secret: ...
+
+    def can_refresh(self) -> bool:
+        """True if ``refresh`` can be tried (a refresh token and the app secret exist)."""
+        ...
+
+    def refresh(self) -> None:
+        """Get a new token (one HTTP call); raise ``AuthenticationError`` if refused."""
+        ...
+
+
+class StaticToken:
+    """A fixed token: ``TIKTOK_ACCESS_TOKEN``, or a test's. It cannot be refreshed."""
+
+    def __init__(self, token: Secret, *, reauthorize_hint: str = REAUTHORIZE_HINT) -> None:
+        self._token = token
+        self.reauthorize_hint = reauthorize_hint
+
+    def __repr__(self) -> str:
+        return "StaticToken(***)"
+
+    def current(self) -> Secret:
+        return self._token
+
+    def can_refresh(self) -> bool:
+        return False
+
+    def refresh(self) -> None:
+        raise AssertionError("a static token cannot be refreshed")
+
+
 class TikTokApi:
-    """The endpoints the destination uses. ``requests_sent`` counts HTTP calls made."""
+    """The endpoints the destination uses. ``requests_sent`` counts HTTP calls made.
+
+    ``token`` is a ``Secret`` (a fixed token) or a ``TokenProvider``.
+    """
 
     def __init__(
         self,
         backend: Backend,
-        token: Secret,
+        token: Secret | TokenProvider,
         *,
         retry: RetryPolicy | None = None,
         qps: float = 0.0,
@@ -136,7 +197,7 @@ class TikTokApi:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._backend = backend
-        self._token = token
+        self._tokens: TokenProvider = StaticToken(token) if isinstance(token, Secret) else token
         self._retry = retry or RetryPolicy()
         self._pacer = _Pacer(qps, clock, sleep)
         self._sleep = sleep
@@ -154,12 +215,34 @@ class TikTokApi:
         body: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
+        """One request, retried as the policy says; refreshed once if the token expired."""
+        refreshed = False
+        while True:
+            try:
+                return self._call_once(method, path, what=what, body=body, params=params)
+            except AuthenticationError as exc:
+                if refreshed or exc.code != TOKEN_EXPIRED or not self._tokens.can_refresh():
+                    raise
+            log.info("%s: the access token has expired; refreshing it", what)
+            self.requests_sent += 1
+            self._tokens.refresh()
+            refreshed = True
+
+    def _call_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         request = ApiRequest(
             method=method,
             path=path,
             params=dict(params or {}),
             json=body,
-            headers={"Access-Token": self._token.reveal()},
+            headers={"Access-Token": self._tokens.current().reveal()},
         )
         policy = self._retry
         retrying = Retrying(
@@ -174,7 +257,11 @@ class TikTokApi:
                 with attempt:
                     self._pacer.wait()
                     self.requests_sent += 1
-                    return classify(self._backend.send(request), what=what)
+                    return classify(
+                        self._backend.send(request),
+                        what=what,
+                        reauthorize=self._tokens.reauthorize_hint,
+                    )
         except RetryError as exc:
             last = exc.last_attempt.exception()
             assert isinstance(last, RetryableError)
@@ -185,6 +272,12 @@ class TikTokApi:
                 request_id=last.request_id,
             ) from last
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    # --- the token ------------------------------------------------------------------------
+
+    def user_info(self) -> dict[str, Any]:
+        """``user/info/``: a cheap call that tells whether the token still works."""
+        return self._call("GET", "user/info/", what="check the access token")
 
     # --- Segment API (partner audiences) -------------------------------------------------
 
