@@ -182,15 +182,16 @@ class TikTokOAuth:
 
     def revoke(self, access_token: Secret) -> None:
         """``oauth2/revoke_token/``: TikTok forgets the token."""
-        reply = self._guarded(
-            lambda: self._client.revoke_token(
+
+        def revoke() -> None:
+            reply = self._client.revoke_token(
                 REVOKE_PATH,
                 token=access_token.reveal(),
                 token_type_hint="access_token",  # noqa: S106 (a token kind)
             )
-        )
-        assert isinstance(reply, _Reply)
-        self._classify(reply.response, "revoke the access token")
+            self._classify(reply.response, "revoke the access token")
+
+        self._guarded(revoke)
 
     def advertisers(self, access_token: Secret) -> list[Advertiser]:
         """``oauth2/advertiser/get/``: the advertisers the token may manage, with names."""
@@ -200,9 +201,9 @@ class TikTokOAuth:
             params={"app_id": self.app_id, "secret": self._secret.reveal()},
             headers={"Access-Token": access_token.reveal()},
         )
-        response = self._guarded(lambda: self._backend.send(request))
-        assert isinstance(response, ApiResponse)
-        data = self._classify(response, "list the authorized advertisers")
+        data = self._guarded(
+            lambda: self._classify(self._backend.send(request), "list the authorized advertisers")
+        )
         found = data.get("list")
         if not isinstance(found, list):
             raise PermanentError("list the authorized advertisers: TikTok's reply has no list")
