@@ -11,7 +11,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -234,6 +234,18 @@ def test_a_token_without_the_write_scope_stops_before_any_request(tmp_path: Path
     assert "31 (create/update custom audiences)" in message
     assert f"auth login --app-id {APP_ID}" in message
     assert len(setup.fake.requests) == before  # nothing was written, nothing even asked
+
+
+def test_a_stored_token_whose_scopes_tiktok_did_not_name_is_not_refused(
+    tmp_path: Path,
+) -> None:
+    setup = Setup(tmp_path, oauth_fake())
+    entry = authorize(setup.fake, setup.store)
+    setup.store.save(replace(entry, scopes=()))
+
+    run = setup.sync(setup.events(2))
+
+    assert run.summary["delivered"] == 2
 
 
 def test_an_environment_token_has_no_known_scopes_and_is_not_checked(

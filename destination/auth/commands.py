@@ -234,7 +234,9 @@ def _probe(
 
 
 def _scopes_text(scopes: tuple[int, ...]) -> str:
-    shown = ", ".join(f"{s} ({SCOPE_NAMES.get(s, 'other')})" for s in scopes) or "none"
+    if not scopes:
+        return "unknown (TikTok named none at authorization)"
+    shown = ", ".join(f"{s} ({SCOPE_NAMES.get(s, 'other')})" for s in scopes)
     missing = sorted(REQUIRED_SCOPES - set(scopes))
     if missing:
         shown += f"; MISSING {', '.join(map(str, missing))}: sync will refuse to start"

@@ -150,10 +150,14 @@ def check_scopes(tokens: TokenProvider) -> None:
 
     Only stored tokens know their scopes (from the token exchange); TikTok offers no
     cheap call that tells an advertiser token's scopes, so an environment token is not
-    checked (TikTok answers 40001 on the first write instead).
+    checked (TikTok answers 40001 on the first write instead), nor is a stored token whose
+    exchange named no scopes at all (unknown is not "none").
     """
     if not isinstance(tokens, StoredToken):
         log.debug("the access token's scopes are unknown (%s): not checked", TOKEN_VARIABLE)
+        return
+    if not tokens.scopes:
+        log.debug("TikTok named no scopes for app %s's token: not checked", tokens.entry.app_id)
         return
     missing = sorted(REQUIRED_SCOPES - tokens.scopes)
     if missing:
