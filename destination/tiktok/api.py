@@ -1,6 +1,6 @@
 """A thin client for the TikTok Marketing API: one method per endpoint.
 
-The ``Access-Token`` header is added in one place (``_call``); ``classify`` is the one
+The ``Access-Token`` header is added in one place (``_call_once``); ``classify`` is the one
 function that decides what a reply means (the envelope's ``code`` first, the HTTP status
 when there is no envelope); the tenacity policy retries only what ``classify`` calls
 retryable, with exponential backoff and jitter, bounded in attempts and time.
