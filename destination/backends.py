@@ -6,12 +6,18 @@ one by passing it in.
 
 Paths are relative to the versioned API root: ``segment/mapping/`` is sent to
 ``{base_url}/open_api/v1.3/segment/mapping/``.
+
+Credentials travel in headers and JSON bodies, except the app secret of
+``oauth2/advertiser/get/``, which TikTok takes in the query string; so request reprs,
+transport errors and urllib3's debug log lines show such query values as ``***``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,6 +40,37 @@ __all__ = [
 API_VERSION = "v1.3"
 REDACTED = "***"
 _SECRET_HEADERS = frozenset({"access-token", "authorization"})
+_SECRET_PARAMS = frozenset({"secret", "access_token", "refresh_token", "auth_code"})
+_SECRET_IN_QUERY = re.compile(
+    r"\b(" + "|".join(sorted(_SECRET_PARAMS)) + r")=[^&\s\"')]*", re.IGNORECASE
+)
+
+log = logging.getLogger(__name__)
+
+
+def redact_query(text: str) -> str:
+    """``text`` with the values of credential query parameters replaced by ``***``."""
+    return _SECRET_IN_QUERY.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+
+
+class _RedactQueryFilter(logging.Filter):
+    """Masks credential query values in urllib3's "GET /path?query" debug lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact_query(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+_TRANSPORT_LOG_FILTER = _RedactQueryFilter()
+
+
+def _guard_transport_log() -> None:
+    logger = logging.getLogger("urllib3.connectionpool")
+    if _TRANSPORT_LOG_FILTER not in logger.filters:
+        logger.addFilter(_TRANSPORT_LOG_FILTER)
 
 
 @dataclass(frozen=True)
@@ -50,10 +87,10 @@ class ApiRequest:
         shown = {
             k: (REDACTED if k.lower() in _SECRET_HEADERS else v) for k, v in self.headers.items()
         }
-        return (
-            f"ApiRequest({self.method} {self.path}, params={dict(self.params)!r}, "
-            f"headers={shown!r})"
-        )
+        params = {
+            k: (REDACTED if k.lower() in _SECRET_PARAMS else v) for k, v in self.params.items()
+        }
+        return f"ApiRequest({self.method} {self.path}, params={params!r}, headers={shown!r})"
 
 
 @dataclass(frozen=True)
@@ -122,6 +159,7 @@ class HttpBackend:
         self.base_url = check_base_url(base_url)
         self.timeout = timeout
         self._session = session or requests.Session()
+        _guard_transport_log()
 
     def __repr__(self) -> str:
         return f"HttpBackend({self.base_url!r})"
@@ -140,14 +178,17 @@ class HttpBackend:
                 timeout=self.timeout,
             )
         except _TRANSIENT as exc:
-            # The exception text can hold the URL but never headers; name the class only.
+            # The exception text holds the URL (a query can hold the app secret): name the
+            # class only, log the text redacted, and do not chain it into tracebacks.
+            log.debug("%s %s: %s", request.method, request.path, redact_query(str(exc)))
             raise RetryableError(
                 f"{request.method} {request.path} failed in transport: {type(exc).__name__}"
-            ) from exc
+            ) from None
         except requests.RequestException as exc:
+            log.debug("%s %s: %s", request.method, request.path, redact_query(str(exc)))
             raise PermanentError(
                 f"{request.method} {request.path} cannot be sent: {type(exc).__name__}"
-            ) from exc
+            ) from None
         try:
             body = reply.json()
         except (ValueError, json.JSONDecodeError):

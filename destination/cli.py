@@ -2,8 +2,8 @@
 
 Exit codes (one place): 0 done (every event delivered or rejected for its own data),
 1 unexpected error (a bug: run with --debug and report it), 2 bad settings or usage,
-3 bad mapping file, 4 TikTok refused the credentials, 5 TikTok stayed unavailable,
-6 the events input cannot be read.
+3 bad mapping file, 4 TikTok refused the credentials (or an authorization was denied or
+forged), 5 TikTok stayed unavailable, 6 the events input cannot be read.
 """
 
 from __future__ import annotations
@@ -13,10 +13,25 @@ import json
 import logging
 import os
 import sys
+import webbrowser
 from pathlib import Path
 from typing import IO
 
-from destination.demo import DEMO_ADVERTISER_ID, DEMO_TOKEN, demo_fake, run_demo
+from destination.auth.commands import (
+    AuthOptions,
+    auth_login,
+    auth_logout,
+    auth_revoke,
+    auth_status,
+)
+from destination.demo import (
+    DEMO_ADVERTISER_ID,
+    DEMO_APP_ID,
+    DEMO_APP_SECRET,
+    DEMO_TOKEN,
+    demo_fake,
+    run_demo,
+)
 from destination.errors import (
     ApiUnavailableError,
     AuthenticationError,
@@ -45,6 +60,7 @@ UNEXPECTED = 1
 STOP_CODES = {"auth": 4, "api_unavailable": 5}
 
 log = logging.getLogger("destination")
+DEFAULT_CALLBACK_PORT = 8766
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--concurrency", type=int, help="requests in flight at once")
     sync.add_argument("--audience-state", type=Path, help="file remembering created audiences")
 
+    _auth_parser(commands)
+
     commands.add_parser("demo", help="sync sample events against the embedded fake TikTok")
 
     fake = commands.add_parser("fake-server", help="run the fake TikTok API on loopback")
@@ -95,6 +113,63 @@ def _parser() -> argparse.ArgumentParser:
     mapping = commands.add_parser("mapping-template", help="print a default mapping file")
     mapping.add_argument("--mode", choices=MODES, required=True)
     return parser
+
+
+def _auth_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    auth = commands.add_parser("auth", help="connect your TikTok account (OAuth login, tokens)")
+    actions = auth.add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    login = actions.add_parser(
+        "login",
+        help="authorize the app in TikTok's consent page and store the token",
+        description="The app secret is read from TIKTOK_APP_SECRET, or asked for on a "
+        "terminal; it is never a flag.",
+    )
+    login.add_argument("--app-id", required=True, help="your TikTok developer app's id")
+    login.add_argument(
+        "--no-browser", action="store_true", help="print the consent URL instead of opening it"
+    )
+    login.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_CALLBACK_PORT,
+        help="loopback port of the redirect http://127.0.0.1:PORT/callback "
+        f"(default {DEFAULT_CALLBACK_PORT}; 0 picks a free one)",
+    )
+    login.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for the consent page"
+    )
+    status = actions.add_parser("status", help="which app and advertisers; does the token work")
+    logout = actions.add_parser("logout", help="forget the stored token (locally)")
+    revoke = actions.add_parser("revoke", help="revoke the stored token at TikTok, then forget it")
+    for action in (status, logout, revoke):
+        action.add_argument("--app-id", help="the app (default: TIKTOK_APP_ID or the only one)")
+    for action in (login, status, revoke):
+        action.add_argument("--base-url", help="API root (overrides TIKTOK_API_BASE_URL)")
+
+
+def _auth(args: argparse.Namespace, stdout: IO[str]) -> int:
+    options = AuthOptions(
+        environ=os.environ,
+        out=stdout,
+        err=sys.stderr,
+        app_id=args.app_id,
+        base_url=getattr(args, "base_url", None),
+    )
+    if args.auth_command == "login":
+        auth_login(
+            options,
+            no_browser=args.no_browser,
+            port=args.port,
+            timeout=args.timeout,
+            open_browser=webbrowser.open,
+        )
+    elif args.auth_command == "status":
+        auth_status(options)
+    elif args.auth_command == "logout":
+        auth_logout(options)
+    else:
+        auth_revoke(options)
+    return OK
 
 
 def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
@@ -136,7 +211,11 @@ def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
 def _fake_server(args: argparse.Namespace) -> int:
     print(
         f"fake TikTok on http://{args.host}:{args.port} (advertiser {DEMO_ADVERTISER_ID}, "
-        f"token {DEMO_TOKEN!r}: a demo token the fake server alone accepts); Ctrl-C stops",
+        f"token {DEMO_TOKEN!r}: a demo token the fake server alone accepts); Ctrl-C stops\n"
+        f"try the login: TIKTOK_APP_SECRET={DEMO_APP_SECRET} "
+        f"TIKTOK_AUTH_URL=http://{args.host}:{args.port}/portal/auth "
+        f"TIKTOK_API_BASE_URL=http://{args.host}:{args.port} "
+        f"tiktok-audiences auth login --app-id {DEMO_APP_ID}",
         file=sys.stderr,
     )
     fake = demo_fake()
@@ -155,6 +234,8 @@ def _fake_server(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
     if args.command == "sync":
         return _sync(args, stdout)
+    if args.command == "auth":
+        return _auth(args, stdout)
     if args.command == "demo":
         return run_demo(stdout)
     if args.command == "fake-server":

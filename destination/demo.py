@@ -16,15 +16,25 @@ from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.resources import data_dir
 from destination.runner.sync import SyncOptions, run_sync
 
-__all__ = ["DEMO_ADVERTISER_ID", "DEMO_TOKEN", "demo_fake", "run_demo"]
+__all__ = [
+    "DEMO_ADVERTISER_ID",
+    "DEMO_APP_ID",
+    "DEMO_APP_SECRET",
+    "DEMO_TOKEN",
+    "demo_fake",
+    "run_demo",
+]
 
 DEMO_ADVERTISER_ID = "7000000000000000001"
 DEMO_TOKEN = "demo-access-token"  # noqa: S105 (accepted by the fake server only)
+# A developer app the fake server knows, to try `auth login` against it by hand.
+DEMO_APP_ID = "7100000000000000001"
+DEMO_APP_SECRET = "demo-app-secret"  # noqa: S105 (accepted by the fake server only)
 DEMO_LEGACY_AUDIENCE = "Newsletter subscribers"
 
 
 def demo_fake() -> FakeTikTok:
-    """A fake TikTok with the demo advertiser, token and the legacy demo audience.
+    """A fake TikTok with the demo advertiser, token, app and the legacy demo audience.
 
     The audience gets the fake's first id, ``1800000000000000001``: the one the shipped
     ``mappings/segment-legacy.json`` names.
@@ -32,6 +42,7 @@ def demo_fake() -> FakeTikTok:
     fake = FakeTikTok()
     fake.add_advertiser(DEMO_ADVERTISER_ID, name="Demo advertiser")
     fake.add_token(DEMO_TOKEN, advertiser_ids=[DEMO_ADVERTISER_ID])
+    fake.add_app(DEMO_APP_ID, DEMO_APP_SECRET, [DEMO_ADVERTISER_ID], name="Demo app")
     fake.add_audience(DEMO_ADVERTISER_ID, DEMO_LEGACY_AUDIENCE)
     return fake
 

@@ -141,8 +141,9 @@ def resolve_settings(
         values["access_token"] = Secret(token)
     elif need_token:
         problems.append(
-            f"no access token: set {TOKEN_VARIABLE} to a TikTok Marketing API access token "
-            "for the advertiser (or use --dry-run to check the input without sending)"
+            "no access token: run `tiktok-audiences auth login --app-id <your app id>` once, "
+            f"or set {TOKEN_VARIABLE} to a TikTok Marketing API access token for the "
+            "advertiser (or use --dry-run to check the input without sending)"
         )
 
     batch_size = values.get("batch_size", Settings.batch_size)

@@ -2,7 +2,8 @@
 
 ``/open_api/v1.3/<path>`` plus query string, headers and JSON body become an
 ``ApiRequest`` for ``FakeTikTok.send``; its ``ApiResponse`` is written back as JSON (or
-as an HTML page for a scripted non-JSON failure). Anything else is a 404.
+as an HTML page for a scripted non-JSON failure). ``/portal/auth`` is the consent page
+(GET shows it, POST takes the Approve / Deny form and redirects). Anything else is a 404.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from destination.backends import API_VERSION, ApiRequest, ApiResponse
 from destination.fake_server.faults import FakeConnectionDrop
+from destination.fake_server.portal import PortalReply
 from destination.fake_server.state import FakeTikTok
 
 __all__ = ["RunningServer", "serve_forever", "serve_in_thread"]
 
 _PREFIX = f"/open_api/{API_VERSION}/"
+_PORTAL = "/portal/auth"
 _MAX_BODY = 64 * 1024 * 1024
 
 
@@ -80,6 +83,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
 
         parts = urlsplit(self.path)
+        if parts.path.rstrip("/") == _PORTAL and self.command in ("GET", "POST"):
+            self._portal(parts.query, raw)
+            return
         if not parts.path.startswith(_PREFIX):
             self._write_envelope(404, 40000, "path not found")
             return
@@ -114,6 +120,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._write(response)
 
+    def _portal(self, query: str, raw: bytes) -> None:
+        server: _Server = self.server  # type: ignore[assignment]
+        if self.command == "GET":
+            reply = server.fake.consent_page(_first_values(query))
+        else:
+            reply = server.fake.consent_decision(_first_values(raw.decode("utf-8", "replace")))
+        self._write_portal(reply)
+
+    def _write_portal(self, reply: PortalReply) -> None:
+        payload = reply.html.encode("utf-8")
+        self.send_response(reply.status)
+        if reply.location is not None:
+            self.send_header("Location", reply.location)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(payload)
+
     def _write_envelope(self, status: int, code: int, message: str) -> None:
         body = {"code": code, "message": message, "request_id": "", "data": {}}
         self._write(ApiResponse(status=status, body=body))
@@ -130,6 +155,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+
+def _first_values(query: str) -> dict[str, str]:
+    """A query string or form body as a dict, the first value of each name."""
+    return {name: values[0] for name, values in parse_qs(query, keep_blank_values=True).items()}
 
 
 def _make_server(fake: FakeTikTok, host: str, port: int) -> _Server:

@@ -7,11 +7,21 @@ audiences and their members, so tests can assert what TikTok would hold.
 
 Everything is deterministic: audience ids, request ids and create times come from
 counters, so golden tests stay stable. A rejected request changes nothing.
+
+The OAuth side (``add_app``) plays TikTok's advertiser authorization: the consent page
+(``consent_page`` / ``consent_decision``, served at ``/portal/auth`` over HTTP) redirects
+with a single-use ``auth_code`` that expires after an hour by ``clock``;
+``oauth2/access_token/`` exchanges it (with the app secret) for a token of the app's
+advertisers and scopes; ``oauth2/advertiser/get/``, ``oauth2/revoke_token/`` and
+``oauth2/refresh_token/`` (only for apps set to issue refresh tokens) follow. Revoked
+tokens answer 40105, expired ones (``expire_token``) 40102.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -23,11 +33,13 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from destination.backends import ApiRequest, ApiResponse
 from destination.fake_server.faults import FakeConnectionDrop, FaultPlan
+from destination.fake_server.portal import PortalReply, consent_html, error_html
 
-__all__ = ["ID_TYPES", "FakeAudience", "FakeTikTok"]
+__all__ = ["AUTH_CODE_SECONDS", "ID_TYPES", "FakeAudience", "FakeTikTok", "PortalReply"]
 
 #: The identifier types ``segment/mapping/`` accepts in ``id_schema``.
 ID_TYPES: tuple[str, ...] = (
@@ -42,6 +54,9 @@ ID_TYPES: tuple[str, ...] = (
 SCOPE_READ_AUDIENCES = 30
 SCOPE_WRITE_AUDIENCES = 31
 SCOPE_SHARE_AUDIENCES = 32
+
+#: How long an authorization code can be exchanged (TikTok: one hour, single use).
+AUTH_CODE_SECONDS = 3600.0
 
 MAX_NAME_LENGTH = 70
 MAX_PAGE_SIZE = 100
@@ -131,6 +146,25 @@ class _Token:
     scopes: frozenset[int]
     user_id: str
     revoked: bool = False
+    expired: bool = False
+    app_id: str | None = None  # set for tokens issued through the OAuth flow
+
+
+@dataclass(frozen=True)
+class _App:
+    app_id: str
+    secret: str
+    name: str
+    advertiser_ids: tuple[str, ...]
+    scopes: tuple[int, ...]
+    issue_refresh_token: bool
+
+
+@dataclass
+class _AuthCode:
+    app_id: str
+    issued_at: float
+    used: bool = False
 
 
 @dataclass
@@ -258,6 +292,18 @@ class FakeTikTok:
         self._audience_counter = 0
         self._request_counter = 0
         self._user_counter = 0
+        self._apps: dict[str, _App] = {}
+        self._auth_codes: dict[str, _AuthCode] = {}
+        self._refresh_tokens: dict[str, str] = {}  # refresh token -> the access token it renews
+        self._issued: dict[str, list[str]] = {}  # app id -> access tokens issued, in order
+        self._oauth_counter = 0
+        # Endpoints authenticated by the app's id and secret rather than an access token.
+        self._app_routes: dict[str, dict[str, Callable[[ApiRequest], dict[str, Any]]]] = {
+            "oauth2/access_token": {"POST": self._oauth_access_token},
+            "oauth2/refresh_token": {"POST": self._oauth_refresh_token},
+            "oauth2/revoke_token": {"POST": self._oauth_revoke_token},
+            "oauth2/advertiser/get": {"GET": self._oauth_advertisers},
+        }
         self._routes: dict[str, dict[str, tuple[_Handler, int | None]]] = {
             "segment/audience": {"POST": (self._segment_audience, SCOPE_WRITE_AUDIENCES)},
             "segment/mapping": {"POST": (self._segment_mapping, SCOPE_WRITE_AUDIENCES)},
@@ -322,6 +368,52 @@ class FakeTikTok:
                 # Never put the token itself in the message.
                 raise KeyError("no such token was added")
             grant.revoked = True
+
+    def expire_token(self, token: str) -> None:
+        """Make a token expired (40102 from then on), as a short-lived token would be."""
+        with self._lock:
+            grant = self._tokens.get(token)
+            if grant is None:
+                raise KeyError("no such token was added")
+            grant.expired = True
+
+    def add_app(
+        self,
+        app_id: str,
+        secret: str,
+        advertiser_ids: Sequence[str],
+        scopes: Sequence[int] = (
+            SCOPE_READ_AUDIENCES,
+            SCOPE_WRITE_AUDIENCES,
+            SCOPE_SHARE_AUDIENCES,
+        ),
+        *,
+        issue_refresh_token: bool = False,
+        name: str = "Fake app",
+    ) -> None:
+        """Register a developer app whose consent grants ``advertiser_ids`` and ``scopes``.
+
+        With ``issue_refresh_token`` the token exchange also returns a refresh token
+        (TikTok's advertiser tokens have none; creator tokens do).
+        """
+        if not app_id or not secret:
+            raise ValueError("app_id and secret must be non-empty strings")
+        if isinstance(advertiser_ids, str):
+            raise TypeError("advertiser_ids must be a sequence of ids, not one string")
+        with self._lock:
+            unknown = [a for a in advertiser_ids if a not in self._advertisers]
+            if unknown:
+                raise ValueError(f"unknown advertiser(s) {unknown}: call add_advertiser first")
+            if app_id in self._apps:
+                raise ValueError(f"app {app_id} already exists")
+            self._apps[app_id] = _App(
+                app_id=app_id,
+                secret=secret,
+                name=name,
+                advertiser_ids=tuple(advertiser_ids),
+                scopes=tuple(scopes),
+                issue_refresh_token=issue_refresh_token,
+            )
 
     def add_audience(self, advertiser_id: str, name: str, *, fresh: bool = False) -> str:
         """Create a partner audience directly (no request recorded); return its id.
@@ -419,6 +511,19 @@ class FakeTikTok:
         with self._lock:
             audience = self._audiences[audience_id]
             return {kind: set(hashes) for kind, hashes in audience.members.items()}
+
+    def issued_tokens(self, app_id: str) -> list[str]:
+        """Access tokens issued to ``app_id`` through the OAuth flow, oldest first."""
+        with self._lock:
+            return list(self._issued.get(app_id, ()))
+
+    def token_state(self, token: str) -> str:
+        """``active``, ``revoked``, ``expired`` or ``unknown``: for tests' assertions."""
+        with self._lock:
+            grant = self._tokens.get(token)
+            if grant is None:
+                return "unknown"
+            return "revoked" if grant.revoked else "expired" if grant.expired else "active"
 
     @property
     def requests(self) -> list[ApiRequest]:
@@ -521,6 +626,12 @@ class FakeTikTok:
 
     def _dispatch(self, request: ApiRequest) -> dict[str, Any]:
         path = _normalize_path(request.path)
+        app_methods = self._app_routes.get(path)
+        if app_methods is not None:
+            app_handler = app_methods.get(request.method.upper())
+            if app_handler is None:
+                raise _Rejected(40000, f"method {request.method.upper()} not allowed", 405)
+            return app_handler(request)
         methods = self._routes.get(path)
         if methods is None:
             raise _Rejected(40000, "path not found", http_status=404)
@@ -543,6 +654,8 @@ class FakeTikTok:
         grant = self._tokens.get(value)
         if grant is None or grant.revoked:
             raise _Rejected(40105, "Access token is invalid")
+        if grant.expired:
+            raise _Rejected(40102, "Access token has expired")
         return grant
 
     def _check_advertiser(self, grant: _Token, advertiser_id: str) -> _Advertiser:
@@ -763,6 +876,163 @@ class FakeTikTok:
             "display_name": "fake user",
             "email": "fake@example.invalid",
             "id": grant.user_id,
+        }
+
+    # ------------------------------------------------------------- OAuth: consent page
+
+    def consent_page(self, params: Mapping[str, str]) -> PortalReply:
+        """``GET /portal/auth?app_id=..&redirect_uri=..&state=..``: the consent page."""
+        with self._lock:
+            try:
+                app, redirect_uri, state = self._consent_request(params)
+            except _Rejected as exc:
+                return PortalReply(400, error_html(exc.message))
+            advertisers = [(a, self._advertisers[a].name) for a in app.advertiser_ids]
+        return PortalReply(
+            200,
+            consent_html(
+                app_id=app.app_id,
+                app_name=app.name,
+                redirect_uri=redirect_uri,
+                state=state,
+                advertisers=advertisers,
+                scopes=app.scopes,
+            ),
+        )
+
+    def consent_decision(self, form: Mapping[str, str]) -> PortalReply:
+        """``POST /portal/auth`` (a button of the consent page): redirect to the app.
+
+        Approve: ``redirect_uri?auth_code=..&state=..``. Deny:
+        ``redirect_uri?error=access_denied&error_description=..&state=..`` (RFC 6749's
+        form; TikTok does not document its own).
+        """
+        with self._lock:
+            try:
+                app, redirect_uri, state = self._consent_request(form)
+            except _Rejected as exc:
+                return PortalReply(400, error_html(exc.message))
+            decision = form.get("decision")
+            query: dict[str, str]
+            if decision == "approve":
+                code = self._new_credential("code", app.app_id)
+                self._auth_codes[code] = _AuthCode(app.app_id, issued_at=self._clock())
+                query = {"auth_code": code}
+            elif decision == "deny":
+                query = {
+                    "error": "access_denied",
+                    "error_description": "The user denied the authorization",
+                }
+            else:
+                return PortalReply(400, error_html("decision must be approve or deny"))
+        if state:
+            query["state"] = state
+        separator = "&" if urlsplit(redirect_uri).query else "?"
+        return PortalReply(302, location=redirect_uri + separator + urlencode(query))
+
+    def _consent_request(self, params: Mapping[str, str]) -> tuple[_App, str, str]:
+        app = self._apps.get(params.get("app_id", ""))
+        if app is None:
+            raise _Rejected(40101, "Unknown app_id: this app is not registered")
+        redirect_uri = params.get("redirect_uri", "")
+        parts = urlsplit(redirect_uri)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise _Rejected(40002, "redirect_uri must be an http(s) URL")
+        return app, redirect_uri, params.get("state", "")
+
+    # ------------------------------------------------------------ OAuth: endpoints
+
+    def _new_credential(self, kind: str, app_id: str) -> str:
+        """A new token, code or refresh token: 40 hex characters, like TikTok's."""
+        self._oauth_counter += 1
+        seed = f"{kind}:{app_id}:{self._oauth_counter}".encode()
+        return hashlib.sha256(seed).hexdigest()[:40]
+
+    def _app_of(self, values: Mapping[str, Any]) -> _App:
+        app_id, secret = values.get("app_id"), values.get("secret")
+        app = self._apps.get(str(app_id)) if isinstance(app_id, str | int) else None
+        if (
+            app is None
+            or not isinstance(secret, str)
+            or not hmac.compare_digest(secret.encode(), app.secret.encode())
+        ):
+            raise _Rejected(40101, "The app_id or secret is invalid")
+        return app
+
+    def _issue_token(
+        self, app: _App, advertiser_ids: Sequence[str], scopes: Iterable[int]
+    ) -> dict[str, Any]:
+        token = self._new_credential("access", app.app_id)
+        self._user_counter += 1
+        granted = sorted(scopes)
+        self._tokens[token] = _Token(
+            advertiser_ids=tuple(advertiser_ids),
+            scopes=frozenset(granted),
+            user_id=str(_FIRST_USER_ID + self._user_counter),
+            app_id=app.app_id,
+        )
+        self._issued.setdefault(app.app_id, []).append(token)
+        data: dict[str, Any] = {
+            "access_token": token,
+            "scope": granted,
+            "advertiser_ids": list(advertiser_ids),
+        }
+        if app.issue_refresh_token:
+            refresh = self._new_credential("refresh", app.app_id)
+            self._refresh_tokens[refresh] = token
+            data["refresh_token"] = refresh
+            data["expires_in"] = 86400
+        return data
+
+    def _oauth_access_token(self, request: ApiRequest) -> dict[str, Any]:
+        body = _body_object(request)
+        app = self._app_of(body)
+        code = body.get("auth_code")
+        entry = self._auth_codes.get(code) if isinstance(code, str) else None
+        if entry is None or entry.app_id != app.app_id:
+            raise _Rejected(40110, "The auth_code is invalid")
+        if entry.used:
+            raise _Rejected(40110, "The auth_code has already been used")
+        if self._clock() - entry.issued_at >= AUTH_CODE_SECONDS:
+            raise _Rejected(40110, "The auth_code has expired")
+        entry.used = True
+        return self._issue_token(app, app.advertiser_ids, app.scopes)
+
+    def _oauth_refresh_token(self, request: ApiRequest) -> dict[str, Any]:
+        body = _body_object(request)
+        app = self._app_of(body)
+        if body.get("grant_type") != "refresh_token":
+            raise _bad("grant_type must be refresh_token")
+        refresh = body.get("refresh_token")
+        old = self._refresh_tokens.get(refresh) if isinstance(refresh, str) else None
+        grant = self._tokens.get(old) if old is not None else None
+        if grant is None or grant.app_id != app.app_id or grant.revoked:
+            raise _Rejected(40107, "The refresh_token is invalid")
+        del self._refresh_tokens[str(refresh)]
+        grant.revoked = True  # the renewed token replaces it
+        return self._issue_token(app, grant.advertiser_ids, grant.scopes)
+
+    def _oauth_revoke_token(self, request: ApiRequest) -> dict[str, Any]:
+        body = _body_object(request)
+        app = self._app_of(body)
+        token = body.get("access_token")
+        grant = self._tokens.get(token) if isinstance(token, str) else None
+        if grant is None or grant.app_id != app.app_id:
+            raise _Rejected(40105, "Access token is invalid")
+        grant.revoked = True
+        for refresh in [r for r, t in self._refresh_tokens.items() if t == token]:
+            del self._refresh_tokens[refresh]
+        return {}
+
+    def _oauth_advertisers(self, request: ApiRequest) -> dict[str, Any]:
+        app = self._app_of(request.params)
+        has_token = any(name.lower() == "access-token" for name in request.headers)
+        ids = self._authenticate(request.headers).advertiser_ids if has_token else None
+        return {
+            "list": [
+                {"advertiser_id": a, "advertiser_name": self._advertisers[a].name}
+                for a in (ids if ids is not None else app.advertiser_ids)
+            ]
         }
 
 

@@ -1,6 +1,7 @@
 """One sync run, from a mapping file and an events input to a summary.
 
-Order matters: the mapping file is read and checked, settings are resolved and every
+Order matters: the mapping file is read and checked, settings are resolved (the token:
+``TIKTOK_ACCESS_TOKEN``, else the token store), the token's scopes are checked and every
 subscription is compiled before the first event is read or the first call is made.
 """
 
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from destination.auth.provider import check_scopes, stored_entry, token_for_run
+from destination.auth.store import TokenStore, default_token_store
 from destination.backends import Backend, DryRunBackend, HttpBackend
 from destination.errors import InputError
 from destination.kit.action import Subscription
@@ -21,7 +24,7 @@ from destination.runner.checkpoint import Checkpoint, fingerprint
 from destination.runner.outputs import OutputFile
 from destination.runner.pipeline import Pipeline, Tally
 from destination.runner.reader import read_ndjson
-from destination.settings import Secret, resolve_settings
+from destination.settings import TOKEN_VARIABLE, Secret, resolve_settings
 from destination.tiktok.actions import Context
 from destination.tiktok.api import RetryPolicy, TikTokApi
 from destination.tiktok.audiences import AudienceRegistry
@@ -67,19 +70,33 @@ def run_sync(
 ) -> dict[str, Any]:
     """Run one sync and return its summary (see the README for the keys)."""
     mapping_file = load_mapping_file(options.mapping)
+    store = TokenStore(default_token_store(environ))
+    # The environment's token wins; the store is not even read when it is set.
+    use_store = not options.dry_run and not environ.get(TOKEN_VARIABLE, "").strip()
+    entry = stored_entry(store, environ) if use_store else None
     settings = resolve_settings(
         mapping_file.settings,
         environ=environ,
         overrides=options.overrides,
-        need_token=not options.dry_run and backend is None,
+        need_token=not options.dry_run and backend is None and entry is None,
     )
     if options.dry_run:
         backend = DryRunBackend()
     elif backend is None:
         backend = HttpBackend(settings.base_url, timeout=settings.timeout_seconds)
+    tokens = token_for_run(
+        env_token=settings.access_token,
+        entry=entry,
+        store=store,
+        backend=backend,
+        base_url=settings.base_url,
+        environ=environ,
+    )
+    if tokens is not None and not options.dry_run:
+        check_scopes(tokens)
     api = TikTokApi(
         backend,
-        settings.access_token or Secret("dry-run"),
+        tokens or Secret("dry-run"),
         retry=RetryPolicy(
             max_attempts=settings.max_attempts,
             max_seconds=settings.retry_max_seconds,

@@ -1,9 +1,14 @@
 """A thin client for the TikTok Marketing API: one method per endpoint.
 
-The ``Access-Token`` header is added in one place (``_call``); ``classify`` is the one
+The ``Access-Token`` header is added in one place (``_call_once``); ``classify`` is the one
 function that decides what a reply means (the envelope's ``code`` first, the HTTP status
 when there is no envelope); the tenacity policy retries only what ``classify`` calls
 retryable, with exponential backoff and jitter, bounded in attempts and time.
+
+The token comes from a ``TokenProvider``: a fixed ``Secret`` (``StaticToken``, what
+``TIKTOK_ACCESS_TOKEN`` gives) or the token store's entry, which can be refreshed. When
+TikTok answers 40102 (token expired) and the provider can refresh, the token is
+refreshed once and the request sent again before the error is let through.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tenacity import (
     RetryCallState,
@@ -39,13 +44,19 @@ from destination.settings import Secret
 __all__ = [
     "AUTH_CODES",
     "OK_CODES",
+    "REAUTHORIZE_HINT",
     "RETRY_CODES",
+    "TOKEN_EXPIRED",
     "Envelope",
     "RetryPolicy",
+    "StaticToken",
     "TikTokApi",
+    "TokenProvider",
     "classify",
     "failed_rows",
 ]
+
+log = logging.getLogger(__name__)
 
 PARTIAL_SUCCESS = 20001
 OK_CODES = frozenset({0, PARTIAL_SUCCESS})
@@ -53,11 +64,11 @@ RETRY_CODES = frozenset({40100, 40016, 40133, 40202, 50000, 50002, 51305, 60001}
 APP_RATE_LIMIT_CODES = frozenset({40100, 40016})
 ADVERTISER_RATE_LIMIT_CODES = frozenset({40133})
 AUTH_CODES = frozenset({40101, 40102, 40104, 40105, 40107, 40110})
-log = logging.getLogger(__name__)
-
+TOKEN_EXPIRED = 40102
 REAUTHORIZE_HINT = (
-    "TikTok did not accept the access token; re-authorize the app for this advertiser "
-    "and set TIKTOK_ACCESS_TOKEN to the new token"
+    "TikTok did not accept the access token; re-authorize: run "
+    "`tiktok-audiences auth login --app-id <your app id>` (or set TIKTOK_ACCESS_TOKEN "
+    "to a new token)"
 )
 
 
@@ -71,8 +82,11 @@ class Envelope:
     data: dict[str, Any]
 
 
-def classify(response: ApiResponse, *, what: str) -> Envelope:
-    """The reply's envelope when TikTok says OK, else raise the matching error."""
+def classify(response: ApiResponse, *, what: str, reauthorize: str = REAUTHORIZE_HINT) -> Envelope:
+    """The reply's envelope when TikTok says OK, else raise the matching error.
+
+    ``reauthorize`` ends the message of an authentication error: what the user does next.
+    """
     body = response.body
     code = body.get("code") if isinstance(body, dict) else None
     if not isinstance(code, int):
@@ -92,7 +106,7 @@ def classify(response: ApiResponse, *, what: str) -> Envelope:
     detail = f"{what}: {message}" if message else what
     if code in AUTH_CODES:
         raise AuthenticationError(
-            f"{detail}. {REAUTHORIZE_HINT}",
+            f"{detail}. {reauthorize}",
             code=code,
             http_status=response.status,
             request_id=request_id,
@@ -129,13 +143,55 @@ class RetryPolicy:
         return min(self.max_wait, backoff + random.uniform(0, self.initial_wait))
 
 
+class TokenProvider(Protocol):
+    """Where the ``Access-Token`` comes from, and how to get a new one if it expired."""
+
+    @property
+    def reauthorize_hint(self) -> str:
+        """What to tell the user when TikTok refuses the token."""
+        ...
+
+    def current(self) -> Secret: ...
+
+    def can_refresh(self) -> bool:
+        """True if ``refresh`` can be tried (a refresh token and the app secret exist)."""
+        ...
+
+    def refresh(self) -> None:
+        """Get a new token (one HTTP call); raise ``AuthenticationError`` if refused."""
+        ...
+
+
+class StaticToken:
+    """A fixed token: ``TIKTOK_ACCESS_TOKEN``, or a test's. It cannot be refreshed."""
+
+    def __init__(self, token: Secret, *, reauthorize_hint: str = REAUTHORIZE_HINT) -> None:
+        self._token = token
+        self.reauthorize_hint = reauthorize_hint
+
+    def __repr__(self) -> str:
+        return "StaticToken(***)"
+
+    def current(self) -> Secret:
+        return self._token
+
+    def can_refresh(self) -> bool:
+        return False
+
+    def refresh(self) -> None:
+        raise AssertionError("a static token cannot be refreshed")
+
+
 class TikTokApi:
-    """The endpoints the destination uses. ``requests_sent`` counts HTTP calls made."""
+    """The endpoints the destination uses. ``requests_sent`` counts HTTP calls made.
+
+    ``token`` is a ``Secret`` (a fixed token) or a ``TokenProvider``.
+    """
 
     def __init__(
         self,
         backend: Backend,
-        token: Secret,
+        token: Secret | TokenProvider,
         *,
         retry: RetryPolicy | None = None,
         qps: float = 0.0,
@@ -144,11 +200,12 @@ class TikTokApi:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._backend = backend
-        self._token = token
+        self._tokens: TokenProvider = StaticToken(token) if isinstance(token, Secret) else token
         self._retry = retry or RetryPolicy()
         self._limiter = RateLimiter(qps=qps, per_key_qps=advertiser_qps, clock=clock, sleep=sleep)
         self._sleep = sleep
         self._count_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self.requests_sent = 0
 
     def __repr__(self) -> str:
@@ -164,12 +221,51 @@ class TikTokApi:
         body: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> Envelope:
+        """One request, retried as the policy says; refreshed once if the token expired."""
+        refreshed = False
+        while True:
+            token = self._tokens.current()
+            try:
+                return self._call_once(
+                    method,
+                    path,
+                    token,
+                    what=what,
+                    advertiser_id=advertiser_id,
+                    body=body,
+                    params=params,
+                )
+            except AuthenticationError as exc:
+                if refreshed or exc.code != TOKEN_EXPIRED or not self._tokens.can_refresh():
+                    raise
+            with self._refresh_lock:  # one refresh, however many senders met the expiry
+                if self._tokens.current() == token:
+                    log.info("%s: the access token has expired; refreshing it", what)
+                    self._count()
+                    self._tokens.refresh()
+            refreshed = True
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self.requests_sent += 1
+
+    def _call_once(
+        self,
+        method: str,
+        path: str,
+        token: Secret,
+        *,
+        what: str,
+        advertiser_id: str | None,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Envelope:
         request = ApiRequest(
             method=method,
             path=path,
             params=dict(params or {}),
             json=body,
-            headers={"Access-Token": self._token.reveal()},
+            headers={"Access-Token": token.reveal()},
         )
         policy = self._retry
         retrying = Retrying(
@@ -183,10 +279,13 @@ class TikTokApi:
             for attempt in retrying:
                 with attempt:
                     self._limiter.acquire(advertiser_id)
-                    with self._count_lock:
-                        self.requests_sent += 1
+                    self._count()
                     try:
-                        return classify(self._backend.send(request), what=what)
+                        return classify(
+                            self._backend.send(request),
+                            what=what,
+                            reauthorize=self._tokens.reauthorize_hint,
+                        )
                     except RateLimitError as exc:
                         self._limiter.slow_down(advertiser_id if exc.per_advertiser else None)
                         raise
@@ -200,6 +299,14 @@ class TikTokApi:
                 request_id=last.request_id,
             ) from last
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    # --- the token ------------------------------------------------------------------------
+
+    def user_info(self) -> dict[str, Any]:
+        """``user/info/``: a cheap call that tells whether the token still works."""
+        return self._call(
+            "GET", "user/info/", what="check the access token", advertiser_id=None
+        ).data
 
     # --- Segment API (partner audiences) -------------------------------------------------
 
