@@ -82,7 +82,7 @@ class Settings:
     email_remove_plus_suffix: bool = False
     email_remove_dots: bool = False
     qps: float = 10.0
-    advertiser_qps: float = 10.0
+    advertiser_qps: float | None = None  # None: the same as qps
     concurrency: int = 4
     max_event_bytes: int = 1 << 20
     max_attempts: int = 5

@@ -97,7 +97,7 @@ def write_mapping(
     **settings: Any,
 ) -> Path:
     document = json.loads((MAPPINGS / f"segment-{mode}.json").read_text("utf-8"))
-    document["settings"].update({"qps": 0, "retry_initial_wait": 0, **settings})
+    document["settings"].update({"qps": 0, "retry_initial_wait": 0, "concurrency": 1, **settings})
     if change is not None:
         change(document)
     path = tmp_path / f"mapping-{mode}.json"

@@ -56,6 +56,7 @@ _OBJECT: Final = (dict, Mapping)
 _SCALAR: Final = (str, int, float)
 _JSONPATH_STEP: Final = re.compile(r"""\.([^.\[\]'"\s]+)|\[(\d+)\]|\[(['"])(.*?)\3\]""")
 _TEMPLATE_SEGMENT: Final = re.compile(r"[^.{}\s]+")
+_MAX_INDEX_DIGITS: Final = 18  # no list is longer; int() refuses past 4,300 digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +299,8 @@ def _parse_jsonpath(path: str, site: _Site) -> Steps:
             raise site.error(f"{shape}; got {_got(path)}, invalid at character {position}")
         name, index, _quote, quoted = match.groups()
         if index is not None:
+            if len(index) > _MAX_INDEX_DIGITS:
+                raise site.error(f"{shape}; the index at character {position} is too large")
             steps.append((None, int(index)))
         else:
             steps.append((name if name is not None else quoted, None))
@@ -340,6 +343,8 @@ def _compile_template(arg: Any, site: _Site) -> Resolver:
                 f"the event root such as 'properties.name', got {expression!r}"
             )
         literals.append(arg[position:start])
+        if any(s.isdecimal() and len(s) > _MAX_INDEX_DIGITS for s in segments):
+            raise site.error(f"{shape}; the index in the placeholder at {start} is too large")
         paths.append(
             tuple((segment, int(segment) if segment.isdecimal() else None) for segment in segments)
         )

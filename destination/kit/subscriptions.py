@@ -42,7 +42,6 @@ which parses back to an equal condition.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ _ABSENT = object()  # what a lookup finds when the field is not in the event
 _KEYWORD_VALUES = MappingProxyType({"true": True, "false": False, "null": None})
 _KEYWORDS = frozenset({"and", "or", "not", "all", *_KEYWORD_VALUES})
 _DIGITS = frozenset("0123456789")
+_MAX_NUMBER = 1e308
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_$")
 _NAME_REST = _NAME_START | _DIGITS | {"-"}
 _OPERATOR_CHARS = frozenset("=!<>~")
@@ -313,7 +313,7 @@ def _read_number(text: str, start: int) -> tuple[_Token, int]:
         value: int | float = float(literal) if is_float else int(literal)
     except ValueError:  # more digits than int() agrees to convert
         raise _SyntaxProblem("number too long", start + 1) from None
-    if not math.isfinite(value):
+    if abs(value) > _MAX_NUMBER:  # also infinity; a comparison, so no int is too big
         raise _SyntaxProblem("number out of range", start + 1)
     return _Token("number", literal, start + 1, value), index
 

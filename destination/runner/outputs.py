@@ -49,7 +49,8 @@ class OutputFile:
             raise ConfigurationError(
                 f"cannot write the {self._what} {self.path}: {exc.strerror}"
             ) from exc
-        self._handle = os.fdopen(fd, "w", encoding="utf-8")
+        # A lone surrogate (valid in JSON text as an escape) is written back as that escape.
+        self._handle = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
 
     def close(self) -> None:
         if self._handle is not None:

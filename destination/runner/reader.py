@@ -35,13 +35,14 @@ def _text(data: bytes) -> str:
 def read_ndjson(stream: IO[bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Line]:
     number = 0
     while True:
-        data = stream.readline(max_bytes + 1)
+        # the first line may start with a byte order mark, which does not count
+        data = stream.readline(max_bytes + 1 + (len(codecs.BOM_UTF8) if number == 0 else 0))
         if not data:
             return
         number += 1
         if number == 1:
             data = data.removeprefix(codecs.BOM_UTF8)
-        if len(data) > max_bytes and not data.endswith(b"\n"):
+        if len(data) - data.endswith(b"\n") > max_bytes:
             size = len(data)
             while data and not data.endswith(b"\n"):  # skip the rest of the long line
                 data = stream.readline(1 << 16)
@@ -60,6 +61,9 @@ def read_ndjson(stream: IO[bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Ite
             continue
         except RecursionError:
             yield Line(number, None, _text(data), "nested too deeply")
+            continue
+        except ValueError:  # a number of more digits than Python converts
+            yield Line(number, None, _text(data), "not valid JSON (a number is too long)")
             continue
         if not isinstance(value, dict):
             yield Line(number, None, _text(data), f"not a JSON object (a {type(value).__name__})")

@@ -103,7 +103,9 @@ def run_sync(
             initial_wait=settings.retry_initial_wait,
         ),
         qps=settings.qps,
-        advertiser_qps=settings.advertiser_qps,
+        advertiser_qps=(
+            settings.qps if settings.advertiser_qps is None else settings.advertiser_qps
+        ),
     )
     registry = AudienceRegistry(
         settings.audience_state,
