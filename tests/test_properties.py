@@ -567,3 +567,63 @@ def test_rate_limiter_never_lets_more_than_qps_calls_into_one_second(
         for key in {k for _, k in allowed if k is not None}:
             times = sorted(t for t, k in allowed if k == key)
             assert _most_in_one_second(times) <= per_key_qps, key
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 4), st.booleans()), min_size=1, max_size=60),
+    batch_size=st.integers(1, 12),
+    concurrency=st.integers(1, 4),
+)
+def test_each_user_ends_as_their_last_event_says_whatever_the_batching(
+    no_waiting: None,
+    flips: list[tuple[int, bool]],
+    batch_size: int,
+    concurrency: int,
+) -> None:
+    """Adds and removals for a few users, interleaved: TikTok ends holding exactly the
+    users whose last event was an entry (order per user survives batching and senders)."""
+    fake, audience_ids = _fake()
+    audience_id = audience_ids[0]
+    events = [
+        {
+            "type": "track",
+            "event": "Audience Entered" if entered else "Audience Exited",
+            "context": {
+                "traits": {"email": f"flip{user}@example.com"},
+                "personas": {
+                    "external_audience_id": audience_id,
+                    "audience_settings": {"advertiserId": ADVERTISER},
+                },
+            },
+        }
+        for user, entered in flips
+    ]
+    last = dict(flips)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        document = json.loads(NATIVE_MAPPING.read_text())
+        document["settings"].update(
+            {
+                "qps": 0,
+                "retry_initial_wait": 0,
+                "batch_size": batch_size,
+                "concurrency": concurrency,
+            }
+        )
+        mapping = folder / "mapping.json"
+        mapping.write_text(json.dumps(document))
+        events_path = folder / "events.ndjson"
+        events_path.write_text("".join(json.dumps(e) + "\n" for e in events))
+        summary = run_sync(
+            SyncOptions(mapping=mapping, events=str(events_path)),
+            environ={"TIKTOK_ACCESS_TOKEN": TOKEN, "TIKTOK_AUDIENCE_STATE": str(folder / "a")},
+            backend=fake,
+        )
+    assert summary["delivered"] == len(events)
+    held = fake.members(audience_id).get("EMAIL_SHA256", set())
+    assert held == {hash_email(f"flip{u}@example.com") for u, entered in last.items() if entered}

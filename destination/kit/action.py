@@ -39,14 +39,17 @@ __all__ = [
 class Prepared:
     """One event made ready for sending: ``item`` goes in the batch for ``group``.
 
-    Items of one group must be interchangeable for the action that sends them. When
-    ``conflicts`` names another group (removals from the audience this item adds to),
-    that group's open batch is sent first, so the order of changes is kept.
+    Items of one group must be interchangeable for the action that sends them.
+    ``conflicts`` names the group whose changes do not commute with this one's (removals
+    from the audience this item adds to) and ``keys`` identify what the item changes (a
+    user's hashed identifiers): when the open batch of ``conflicts`` holds one of these
+    keys, that batch is sent first, so the changes to one user keep their order.
     """
 
     group: Hashable
     item: Any
     conflicts: Hashable | None = None
+    keys: frozenset[Hashable] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ flight at most; the rate limiter in the API client keeps them under the QPS); wh
 left is sent at the end of input. Answers are taken in by the main thread only, so the
 counts, the output files and the checkpoint have one writer.
 
-Order within an audience is kept: before a batch goes out, the batches of its
-``conflicts`` group (removals from the audience it adds to, or the reverse) are sent and
-answered first.
+Order is kept per user: when an item's keys (a user's hashed identifiers) wait in the
+open batch of its ``conflicts`` group (a removal from the audience it adds to, or the
+reverse), that batch is sent first; and a batch does not go out while a batch of its
+``conflicts`` group is in flight. Changes to different users commute, so a stream that
+mixes adds and removals for one audience still travels in full batches.
 
 An event is finished when every subscription it fed has answered: delivered if all
 accepted it, otherwise rejected with every reason. A stop (TikTok refused the token, or
@@ -120,6 +122,7 @@ class Pipeline:
         self._batcher: Batcher[_Item] = Batcher(batch_size)
         self._performers: dict[Hashable, Action] = {}
         self._conflicts: dict[Hashable, Hashable] = {}
+        self._open_keys: dict[Hashable, set[Hashable]] = {}  # keys waiting, per open group
         self._rejected = rejected
         self._retry = retry
         self._concurrency = max(1, concurrency)
@@ -140,7 +143,8 @@ class Pipeline:
                     self._take(line)
                     self._send_ready(pool)
                     self._collect(block=False)
-                self._ready.extend(self._batcher.drain())
+                for batch in self._batcher.drain():
+                    self._make_ready(batch)
                 self._send_ready(pool)
                 while self._in_flight:
                     self._collect(block=True)
@@ -175,11 +179,13 @@ class Pipeline:
             self._performers.setdefault(prepared.group, subscription.action)
             if prepared.conflicts is not None:
                 self._conflicts.setdefault(prepared.group, prepared.conflicts)
-                if self._batcher.is_open(prepared.conflicts):
-                    self._ready.append(self._batcher.take(prepared.conflicts))
+                waiting = self._open_keys.get(prepared.conflicts)
+                if waiting and not waiting.isdisjoint(prepared.keys):
+                    self._make_ready(self._batcher.take(prepared.conflicts))
+            self._open_keys.setdefault(prepared.group, set()).update(prepared.keys)
             full = self._batcher.add(prepared.group, _Item(event, subscription.name, prepared.item))
             if full is not None:
-                self._ready.append(full)
+                self._make_ready(full)
         self._current = None
 
     def _answer(self, event: _Event, subscription: str, outcome: Outcome) -> None:
@@ -211,6 +217,10 @@ class Pipeline:
         self._rejected.write(rejected_record(event.line, reason, message))
 
     # -- sending ------------------------------------------------------------------------
+
+    def _make_ready(self, batch: Batch[_Item]) -> None:
+        self._open_keys.pop(batch.group, None)
+        self._ready.append(batch)
 
     def _send_ready(self, pool: ThreadPoolExecutor) -> None:
         """Send the ready batches in order; one that meets a stop stays ready."""

@@ -102,10 +102,13 @@ def run_sync(
             max_seconds=settings.retry_max_seconds,
             initial_wait=settings.retry_initial_wait,
         ),
-        qps=settings.qps,
-        advertiser_qps=(
-            settings.qps if settings.advertiser_qps is None else settings.advertiser_qps
-        ),
+        # a dry run sends nothing, so nothing needs pacing
+        qps=0 if options.dry_run else settings.qps,
+        advertiser_qps=0
+        if options.dry_run
+        else settings.qps
+        if settings.advertiser_qps is None
+        else settings.advertiser_qps,
     )
     registry = AudienceRegistry(
         settings.audience_state,

@@ -180,6 +180,7 @@ class Membership(_CatalogueAction):
             group=(advertiser_id, audience_id, self._tiktok_action),
             item=ids,
             conflicts=(advertiser_id, audience_id, opposite),
+            keys=frozenset(ids.values()),
         )
 
     def perform_batch(self, group: Hashable, items: Sequence[Any]) -> list[Outcome]:
