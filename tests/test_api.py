@@ -652,7 +652,7 @@ def test_http_backend_uses_checked_base_url() -> None:
 
 
 def test_dry_run_backend_answers_ok_envelope_and_keeps_requests() -> None:
-    backend = DryRunBackend()
+    backend = DryRunBackend(keep=True)
     first = ApiRequest(method="POST", path="segment/mapping/", json={"a": 1})
     second = ApiRequest(method="POST", path="segment/audience/", json={"b": 2})
 
@@ -666,7 +666,7 @@ def test_dry_run_backend_answers_ok_envelope_and_keeps_requests() -> None:
 
 
 def test_api_on_dry_run_backend_sends_nothing_but_records_the_request() -> None:
-    backend = DryRunBackend()
+    backend = DryRunBackend(keep=True)
     api = TikTokApi(backend, Secret(TOKEN))
 
     assert send_mapping(api) == {}

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from destination.errors import ConfigurationError
 from destination.runner.reader import Line
 
@@ -32,7 +34,7 @@ class OutputFile:
     def __init__(self, path: Path | None, *, what: str) -> None:
         self.path = path
         self._what = what
-        self._handle: IO[str] | None = None
+        self._handle: IO[bytes] | None = None
 
     def open(self, *, resume_at: int | None) -> None:
         """Create (or, when resuming, cut back to ``resume_at`` bytes and reopen) the file."""
@@ -49,8 +51,7 @@ class OutputFile:
             raise ConfigurationError(
                 f"cannot write the {self._what} {self.path}: {exc.strerror}"
             ) from exc
-        # A lone surrogate (valid in JSON text as an escape) is written back as that escape.
-        self._handle = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
+        self._handle = os.fdopen(fd, "wb")
 
     def close(self) -> None:
         if self._handle is not None:
@@ -59,8 +60,16 @@ class OutputFile:
 
     def write(self, record: dict[str, Any]) -> None:
         if self._handle is not None:
-            self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
-            self._handle.write("\n")
+            try:
+                text = orjson.dumps(record)
+            except TypeError:  # a value orjson will not write (a lone surrogate): escape it
+                text = json.dumps(record, separators=(",", ":")).encode("ascii")
+            self._handle.write(text + b"\n")
+
+    def write_line(self, data: bytes) -> None:
+        """Write an input line back as it was read."""
+        if self._handle is not None:
+            self._handle.write(data + b"\n")
 
     def durable_length(self) -> int:
         """Flush to disk and return the file's length (0 when there is no file)."""
@@ -72,9 +81,14 @@ class OutputFile:
 
 
 def rejected_record(line: Line, reason: str, message: str) -> dict[str, Any]:
+    """The rejected file's record; the event is read again from the line's bytes (what
+    the run keeps of an event in flight, since bytes take far less memory than a dict)."""
     record: dict[str, Any] = {"line": line.number, "reason": reason, "message": message}
-    if line.event is not None:
-        record["event"] = line.event
+    event = line.event
+    if event is None and line.data and not line.error:
+        event = orjson.loads(line.data)
+    if event is not None:
+        record["event"] = event
     else:
         record["raw"] = line.raw
     return record

@@ -22,6 +22,8 @@ not: ``received == delivered + rejected + deferred`` however the run ends.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -135,7 +137,10 @@ class Pipeline:
 
     def run(self, lines: Iterable[Line]) -> Tally:
         source = iter(lines)
-        with ThreadPoolExecutor(self._concurrency, thread_name_prefix="sender") as pool:
+        with (
+            _few_collections(),
+            ThreadPoolExecutor(self._concurrency, thread_name_prefix="sender") as pool,
+        ):
             try:
                 for line in source:
                     if self.progress.is_finished(line.number):
@@ -166,7 +171,8 @@ class Pipeline:
                 _Event(line, 0, [("", "no_subscription", "no subscription matches this event")])
             )
             return
-        event = self._current = _Event(line, len(matched))
+        # kept until answered: the line's bytes, not the parsed event (a tenth of the memory)
+        event = self._current = _Event(Line(line.number, None, data=line.data), len(matched))
         self.progress.started(line.number)
         for subscription in matched:
             try:
@@ -207,9 +213,9 @@ class Pipeline:
             tally.delivered_by_subscription.update(event.accepted)
             return
         reason = event.failures[0][1]
-        if reason == "api_unavailable" and self._retry.path is not None and event.line.event:
+        if reason == "api_unavailable" and self._retry.path is not None and not event.line.error:
             tally.deferred += 1
-            self._retry.write(event.line.event)
+            self._retry.write_line(event.line.data)
             return
         tally.rejected += 1
         tally.rejected_by_reason[reason] += 1
@@ -297,6 +303,22 @@ class Pipeline:
             else:
                 failure = ("", stop.reason, not_sent)
             self._finish(_Event(line, 0, [failure]))
+
+
+@contextlib.contextmanager
+def _few_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector seldom while streaming.
+
+    Every event allocates dozens of containers that die young and never form cycles; at
+    the default thresholds the collector runs every 700 allocations and took a quarter
+    of the run's time. Reference counting frees them all the same.
+    """
+    thresholds = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def _stop_for(exc: Exception) -> _Stop:

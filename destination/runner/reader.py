@@ -22,12 +22,17 @@ DEFAULT_MAX_BYTES = 1 << 20
 _RAW_KEPT = 2000  # characters of an unreadable line kept for the rejected file
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Line:
+    """One input line: ``data`` is its bytes (without the line end; empty for a line too
+    long to keep), ``event`` the JSON object in it, or ``error`` why there is none and
+    ``raw`` the start of its text."""
+
     number: int
     event: dict[str, Any] | None
     raw: str = ""
     error: str = ""
+    data: bytes = b""
 
 
 def _text(data: bytes) -> str:
@@ -76,9 +81,10 @@ def read_ndjson(stream: IO[bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Ite
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError:
-            yield Line(number, None, _text(data), _why_not_json(data))
+            yield Line(number, None, _text(data), _why_not_json(data), data.rstrip(b"\r\n"))
             continue
         if not isinstance(value, dict):
-            yield Line(number, None, _text(data), f"not a JSON object (a {type(value).__name__})")
+            why = f"not a JSON object (a {type(value).__name__})"
+            yield Line(number, None, _text(data), why, data.rstrip(b"\r\n"))
             continue
-        yield Line(number, value)
+        yield Line(number, value, data=data.rstrip(b"\r\n"))
