@@ -684,3 +684,38 @@ def test_the_e164_fast_path_agrees_with_the_full_parser(
     else:
         with pytest.raises(PayloadError):
             normalize_phone(text, default_region=region)
+
+
+NATIONAL_EXAMPLES = sorted(
+    (region, phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL))
+    for region in phonenumbers.SUPPORTED_REGIONS
+    if (example := phonenumbers.example_number(region)) is not None
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    example=st.sampled_from(NATIONAL_EXAMPLES),
+    region=st.sampled_from([None, "US", "GB", "DE", "FR", "IN", "RU", "AR", "BR", "JP"]),
+    own_region=st.booleans(),
+    digits=st.text(alphabet="0123456789 -().", min_size=0, max_size=4),
+)
+def test_the_national_fast_path_agrees_with_the_full_parser(
+    example: tuple[str, str], region: str | None, own_region: bool, digits: str
+) -> None:
+    """National numbers (a region's example, its last digits sometimes changed) parse the
+    same through the fast path as through ``phonenumbers.parse``."""
+    example_region, text = example
+    text = text[: len(text) - len(digits)] + digits if digits else text
+    region = example_region if own_region else region
+    try:
+        parsed = phonenumbers.parse(text, region)
+        valid = phonenumbers.is_valid_number(parsed)
+        expected = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    except phonenumbers.NumberParseException:
+        valid, expected = False, ""
+    if valid:
+        assert normalize_phone(text, default_region=region) == expected
+    else:
+        with pytest.raises(PayloadError):
+            normalize_phone(text, default_region=region)
