@@ -25,9 +25,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import queue
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +131,7 @@ class Pipeline:
         self._concurrency = max(1, concurrency)
         self._ready: list[Batch[_Item]] = []  # full batches waiting to be sent, in order
         self._in_flight: dict[Future[list[Outcome]], Batch[_Item]] = {}
+        self._answered: queue.SimpleQueue[Future[list[Outcome]]] = queue.SimpleQueue()
         self._current: _Event | None = None  # the event being routed
         self._on_progress = on_progress
         self.tally = tally or Tally()
@@ -210,7 +212,8 @@ class Pipeline:
         tally.received += 1  # counted when finished, so a resumed run never counts it twice
         if not event.failures:
             tally.delivered += 1
-            tally.delivered_by_subscription.update(event.accepted)
+            for name in event.accepted:
+                tally.delivered_by_subscription[name] += 1
             return
         reason = event.failures[0][1]
         if reason == "api_unavailable" and self._retry.path is not None and not event.line.error:
@@ -243,19 +246,22 @@ class Pipeline:
         action = self._performers[batch.group]
         future = pool.submit(action.perform_batch, batch.group, [i.payload for i in batch.items])
         self._in_flight[future] = batch
+        future.add_done_callback(self._answered.put)
 
     def _collect(self, *, block: bool) -> None:
-        """Take in the answers that arrived (waiting for one when ``block``)."""
-        if not self._in_flight:
-            return
-        done, _ = wait(
-            list(self._in_flight), timeout=None if block else 0, return_when=FIRST_COMPLETED
-        )
-        for future in done:
-            self._settle(future)
+        """Take in the answers that arrived (waiting for one when ``block``).
+
+        Called after every event, so the common case (nothing arrived) costs one check.
+        """
+        if block and self._in_flight:
+            self._settle(self._answered.get())
+        while not self._answered.empty():
+            self._settle(self._answered.get())
 
     def _settle(self, future: Future[list[Outcome]]) -> None:
-        batch = self._in_flight.pop(future)
+        batch = self._in_flight.pop(future, None)
+        if batch is None:  # settled by a stop already
+            return
         try:
             outcomes = future.result()
         except tuple(STOP_REASONS.values()) as exc:
