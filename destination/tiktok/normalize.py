@@ -89,6 +89,7 @@ _ADVERTISING_ID = re.compile(
     r"[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 )
 _PLUS_SIGNS = ("+", "\uff0b")  # phonenumbers also reads the full-width plus sign
+_WHITESPACE = re.compile(r"\s")  # the same characters as str.isspace (checked)
 _IDFA_DEVICES = frozenset({"ios", "ipados", "tvos", "watchos"})
 _AAID_DEVICES = frozenset({"android"})
 
@@ -127,7 +128,7 @@ def normalize_email(
         or "@" in domain
         or len(labels) < 2
         or not all(labels)
-        or any(char.isspace() for char in email)
+        or _WHITESPACE.search(email) is not None
     ):
         raise PayloadError("email is not a valid address")
     try:
