@@ -62,11 +62,14 @@ class Outcome:
 
     @classmethod
     def delivered(cls) -> Outcome:
-        return cls(ok=True)
+        return _DELIVERED  # one shared value: outcomes are immutable
 
     @classmethod
     def rejected(cls, reason: str, message: str) -> Outcome:
         return cls(ok=False, reason=reason, message=message)
+
+
+_DELIVERED = Outcome(ok=True)
 
 
 class Action(Protocol):
@@ -89,9 +92,7 @@ class Action(Protocol):
 def drop_empty(payload: Mapping[str, Any]) -> dict[str, Any]:
     """The payload without keys whose value is None or a blank string."""
     return {
-        k: v
-        for k, v in payload.items()
-        if v is not None and not (isinstance(v, str) and not v.strip())
+        k: v for k, v in payload.items() if v is not None and (not isinstance(v, str) or v.strip())
     }
 
 
