@@ -18,11 +18,11 @@ import threading
 from dataclasses import dataclass
 from html import escape
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from destination.errors import AuthenticationError, ConfigurationError
+from destination.serving import BackgroundServer
 
 __all__ = ["CALLBACK_PATH", "CallbackServer"]
 
@@ -115,27 +115,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(html)
 
 
-class CallbackServer:
+class CallbackServer(BackgroundServer):
     """Serves ``/callback`` on loopback in a background thread until closed."""
 
     def __init__(self, expected_state: str, *, host: str = "127.0.0.1", port: int = 0) -> None:
         try:
-            self._server = _Server((host, port), expected_state)
+            self._callback = _Server((host, port), expected_state)
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {host}:{port} for TikTok's redirect: {exc.strerror} "
                 "(choose another --port)"
             ) from exc
-        bound_port = self._server.server_address[1]
-        self.redirect_uri = f"http://{host}:{bound_port}{CALLBACK_PATH}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="tiktok-audiences-login-callback",
-            daemon=True,
-        )
-        self._thread.start()
-        self._closed = False
+        super().__init__(self._callback, name="tiktok-audiences-login-callback")
+        self.redirect_uri = f"http://{host}:{self.port}{CALLBACK_PATH}"
 
     def __repr__(self) -> str:
         return f"CallbackServer({self.redirect_uri!r})"
@@ -143,7 +135,7 @@ class CallbackServer:
     def wait(self, timeout: float) -> str:
         """The authorization code, once the redirect arrived; else AuthenticationError."""
         try:
-            outcome = self._server.outcomes.get(timeout=timeout)
+            outcome = self._callback.outcomes.get(timeout=timeout)
         except queue.Empty:
             raise AuthenticationError(
                 f"no answer from TikTok's consent page within {timeout:g} seconds; {_RETRY}"
@@ -152,21 +144,4 @@ class CallbackServer:
             raise AuthenticationError(outcome.message)
         return outcome.auth_code
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> CallbackServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+    close = BackgroundServer.stop

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import socket
 import sys
-import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -22,6 +20,7 @@ from destination.backends import API_VERSION, ApiRequest, ApiResponse
 from destination.fake_server.faults import FakeConnectionDrop
 from destination.fake_server.portal import PortalReply
 from destination.fake_server.state import FakeTikTok
+from destination.serving import BackgroundServer
 
 __all__ = ["RunningServer", "serve_forever", "serve_in_thread"]
 
@@ -175,54 +174,25 @@ def _base_url(server: _Server) -> str:
     return f"http://{shown}:{port}"
 
 
-class RunningServer:
+class RunningServer(BackgroundServer):
     """A fake TikTok HTTP server running in a background thread.
 
     ``base_url`` is what to give ``HttpBackend``. ``stop()`` (or leaving the ``with``
     block) shuts it down and frees the port; stopping twice is harmless.
     """
 
-    def __init__(self, server: _Server, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-        self._stopped = False
+    def __init__(self, server: _Server) -> None:
         self.base_url: str = _base_url(server)
+        super().__init__(server, name=f"fake-tiktok-{self.base_url}")
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "running"
         return f"RunningServer({self.base_url!r}, {state})"
 
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def __enter__(self) -> RunningServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def serve_in_thread(fake: FakeTikTok, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Start serving ``fake`` in a daemon thread; ``port`` 0 picks a free port."""
-    server = _make_server(fake, host, port)
-    thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": 0.05},
-        name=f"fake-tiktok-{_base_url(server)}",
-        daemon=True,
-    )
-    thread.start()
-    return RunningServer(server, thread)
+    return RunningServer(_make_server(fake, host, port))
 
 
 def serve_forever(
