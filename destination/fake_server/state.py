@@ -363,19 +363,18 @@ class FakeTikTok:
     def revoke_token(self, token: str) -> None:
         """Make a token invalid (40105 from then on). Revoking twice is harmless."""
         with self._lock:
-            grant = self._tokens.get(token)
-            if grant is None:
-                # Never put the token itself in the message.
-                raise KeyError("no such token was added")
-            grant.revoked = True
+            self._added_token(token).revoked = True
 
     def expire_token(self, token: str) -> None:
         """Make a token expired (40102 from then on), as a short-lived token would be."""
         with self._lock:
-            grant = self._tokens.get(token)
-            if grant is None:
-                raise KeyError("no such token was added")
-            grant.expired = True
+            self._added_token(token).expired = True
+
+    def _added_token(self, token: str) -> _Token:
+        grant = self._tokens.get(token)
+        if grant is None:
+            raise KeyError("no such token was added")  # never the token itself
+        return grant
 
     def add_app(
         self,
