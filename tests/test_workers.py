@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import pytest
 
 from destination.backends import ApiRequest, ApiResponse, Backend
 from destination.demo import DEMO_ADVERTISER_ID, DEMO_TOKEN, demo_fake
+from destination.errors import DestinationError
 from destination.fake_server import FakeTikTok
 from destination.runner import workers as workers_module
 from destination.runner.sync import SyncOptions, run_sync
@@ -333,3 +335,16 @@ def test_worker_processes_never_get_the_access_token(
         workers_module.init_worker(
             load_mapping_file(mapping), Settings(access_token=Secret(DEMO_TOKEN))
         )
+
+
+def _die(chunk: Any) -> Any:
+    os._exit(3)  # in a worker process: as if killed
+
+
+def test_a_worker_that_dies_ends_the_run_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers_module, "route_chunk", _die)
+    mapping = write_mapping(tmp_path, "legacy")
+    with pytest.raises(DestinationError, match="worker process ended unexpectedly"):
+        run(tmp_path, "dies", mapping=mapping, events=DEMO / "legacy-events.ndjson", workers=1)

@@ -11,19 +11,27 @@ batching, sending, counting, the output files and the checkpoint.
 
 Workers are started fresh (``spawn``), not forked, so no copy of the main process's
 memory, and with it the access token, ever reaches them; they compile the subscriptions
-from the mapping file and the settings without the token.
+from the mapping file and the settings without the token. A worker that dies ends the
+run like a crash (resume with ``--state``); workers of a main process that was killed
+end within a second.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import IO, Any
 
 from destination.backends import DryRunBackend
+from destination.errors import DestinationError
 from destination.kit.action import Subscription
 from destination.runner.pipeline import Routed
 from destination.runner.reader import Line, parse_line, read_lines
@@ -49,6 +57,8 @@ def init_worker(mapping_file: MappingFile, settings: Settings) -> None:
     """Compile the subscriptions in a worker process (never with the access token)."""
     if settings.access_token is not None:
         raise ValueError("worker processes must not get the access token")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _exit_with_parent(os.getppid())
     context = Context(
         settings=settings,
         # never called: digest neither sends nor creates audiences
@@ -58,6 +68,18 @@ def init_worker(mapping_file: MappingFile, settings: Settings) -> None:
         ),
     )
     _subscriptions[:] = bind(mapping_file, context)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the main process is gone (killed: it cannot stop the pool),
+    instead of it waiting for work forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def route_chunk(chunk: Sequence[tuple[int, bytes]]) -> list[LineResult]:
@@ -141,5 +163,10 @@ def routed_lines(
             submit(chunk)
         while pending:
             yield from results()
+    except BrokenProcessPool as exc:
+        raise DestinationError(
+            "a worker process ended unexpectedly (killed, or out of memory?): rerun "
+            "(with --state DIR, the run resumes where it stopped)"
+        ) from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
