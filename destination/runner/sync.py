@@ -146,7 +146,8 @@ def run_sync(
                 on_progress=_saver(checkpoint, options.state, rejected, retry),
             )
             if settings.workers > 0:
-                tally = pipeline.run_routed(
+                # closed here, whatever happens, so the workers stop with the run
+                with contextlib.closing(
                     routed_lines(
                         stream,
                         max_bytes=settings.max_event_bytes,
@@ -156,7 +157,8 @@ def run_sync(
                         subscriptions=subscriptions,
                         skip=pipeline.progress.is_finished,
                     )
-                )
+                ) as routed:
+                    tally = pipeline.run_routed(routed)
             else:
                 tally = pipeline.run(read_ndjson(stream, max_bytes=settings.max_event_bytes))
             if checkpoint is not None and options.state is not None:

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -111,7 +111,7 @@ def routed_lines(
     settings: Settings,
     subscriptions: Sequence[Subscription],
     skip: Callable[[int], bool],
-) -> Iterator[Routed]:
+) -> Generator[Routed, None, None]:
     """The input's lines, routed by ``workers`` processes, in input order.
 
     ``subscriptions`` are the main process's (the same list the workers compile);
