@@ -63,6 +63,7 @@ def run(
     fake: FakeTikTok | None = None,
     dry_run: bool = False,
     state: Path | None = None,
+    retry: bool = False,
 ) -> Result:
     """One sync in a directory of its own (audience state, rejected file)."""
     work = tmp_path / f"{name}-w{workers}"
@@ -75,6 +76,7 @@ def run(
             events=str(events),
             rejected=work / "rejected.ndjson",
             state=state,
+            retry=work / "retry.ndjson" if retry else None,
             dry_run=dry_run,
             overrides={"audience_state": audience_state, "workers": workers},
         ),
@@ -84,6 +86,9 @@ def run(
     assert summary["received"] == summary["delivered"] + summary["rejected"] + summary["deferred"]
     for key in ("rejected_file", "retry_file"):
         summary.pop(key)
+    if retry:
+        summary["retry_lines"] = (work / "retry.ndjson").read_bytes().count(b"\n")
+        summary["retry_text"] = (work / "retry.ndjson").read_text("utf-8")
     return Result(
         summary,
         (work / "rejected.ndjson").read_text("utf-8"),
@@ -303,6 +308,33 @@ def test_an_auth_stop_with_workers_loses_nothing(tmp_path: Path) -> None:
     without, with_one = results
     assert with_one.summary["stopped"]["reason"] == "auth"
     assert with_one.summary["rejected_by_reason"]["auth"] > 1000
+    assert with_one.summary == without.summary
+    assert with_one.rejected == without.rejected
+    assert with_one.requests == without.requests
+
+
+def test_tiktok_staying_down_with_workers_defers_the_same_events(tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path, "native", batch_size=25, max_event_bytes=1024)
+    events = mixed_input(tmp_path / "mixed.ndjson", n=1200, seed=9)
+    results = []
+    for workers in (0, 1):
+        fake = demo_fake()
+        results.append(
+            run(
+                tmp_path,
+                "down",
+                mapping=mapping,
+                events=events,
+                workers=workers,
+                backend=AfterRequests(fake, 6, lambda f: f.fail_next(50000, times=1000)),
+                fake=fake,
+                retry=True,
+            )
+        )
+    without, with_one = results
+    assert with_one.summary["stopped"]["reason"] == "api_unavailable"
+    assert with_one.summary["deferred"] > 500
+    assert with_one.summary["retry_lines"] == with_one.summary["deferred"]
     assert with_one.summary == without.summary
     assert with_one.rejected == without.rejected
     assert with_one.requests == without.requests
