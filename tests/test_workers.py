@@ -22,11 +22,11 @@ import pytest
 
 from destination.backends import ApiRequest, ApiResponse, Backend
 from destination.demo import DEMO_ADVERTISER_ID, DEMO_TOKEN, demo_fake
-from destination.errors import DestinationError
+from destination.errors import ConfigurationError, DestinationError
 from destination.fake_server import FakeTikTok
 from destination.runner import workers as workers_module
 from destination.runner.sync import SyncOptions, run_sync
-from destination.settings import Secret, Settings
+from destination.settings import Secret, Settings, resolve_settings
 from destination.tiktok.destination import load_mapping_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -380,3 +380,19 @@ def test_a_worker_that_dies_ends_the_run_with_a_clear_error(
     mapping = write_mapping(tmp_path, "legacy")
     with pytest.raises(DestinationError, match="worker process ended unexpectedly"):
         run(tmp_path, "dies", mapping=mapping, events=DEMO / "legacy-events.ndjson", workers=1)
+
+
+def test_the_workers_setting_comes_from_the_file_the_environment_or_the_flag() -> None:
+    def resolve(environ: dict[str, str], **overrides: Any) -> Settings:
+        return resolve_settings(
+            {"workers": 1}, environ=environ, overrides=overrides, need_token=False
+        )
+
+    assert Settings().workers == 0
+    assert resolve({}).workers == 1
+    assert resolve({"TIKTOK_WORKERS": "2"}).workers == 2
+    assert resolve({"TIKTOK_WORKERS": "2"}, workers=3).workers == 3
+    with pytest.raises(ConfigurationError, match="workers must be a whole number from 0 to 64"):
+        resolve({}, workers=-1)
+    with pytest.raises(ConfigurationError, match="TIKTOK_WORKERS='many' is not a number"):
+        resolve({"TIKTOK_WORKERS": "many"})
