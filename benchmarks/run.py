@@ -872,7 +872,12 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where generated files are cached"
     )
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown here")
+    parser.add_argument(
+        "--workers", type=int, help="the sync's workers setting (default: left out, so 0)"
+    )
     args = parser.parse_args(argv)
+    if args.workers is not None:
+        BENCH_SETTINGS["workers"] = args.workers  # in the mapping, and in the report
     sizes: list[int] = [10_000, 100_000] if args.quick else args.sizes
 
     facts = machine_facts()

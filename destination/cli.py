@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--base-url", help="API root (overrides settings and TIKTOK_API_BASE_URL)")
     sync.add_argument("--batch-size", type=int, help="users per request, 1..10000")
     sync.add_argument("--concurrency", type=int, help="requests in flight at once")
+    sync.add_argument("--workers", type=int, help="processes that parse and hash events (0: none)")
     sync.add_argument("--audience-state", type=Path, help="file remembering created audiences")
 
     _auth_parser(commands)
@@ -178,6 +179,7 @@ def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
         "batch_size": args.batch_size,
         "audience_state": args.audience_state,
         "concurrency": args.concurrency,
+        "workers": args.workers,
     }
     summary = run_sync(
         SyncOptions(

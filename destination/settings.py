@@ -36,6 +36,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "audience_state": "TIKTOK_AUDIENCE_STATE",
     "qps": "TIKTOK_QPS",
     "concurrency": "TIKTOK_CONCURRENCY",
+    "workers": "TIKTOK_WORKERS",
 }
 TOKEN_VARIABLE = "TIKTOK_ACCESS_TOKEN"  # noqa: S105 (a variable name)
 
@@ -84,6 +85,7 @@ class Settings:
     qps: float = 10.0
     advertiser_qps: float | None = None  # None: the same as qps
     concurrency: int = 4
+    workers: int = 0  # processes for parsing and hashing; 0: all in the main process
     max_event_bytes: int = 1 << 20
     max_attempts: int = 5
     retry_initial_wait: float = 1.0
@@ -149,6 +151,9 @@ def resolve_settings(
     batch_size = values.get("batch_size", Settings.batch_size)
     if not isinstance(batch_size, int) or not 1 <= batch_size <= 10_000:
         problems.append(f"batch_size must be a whole number from 1 to 10000, got {batch_size!r}")
+    workers = values.get("workers", Settings.workers)
+    if not isinstance(workers, int) or not 0 <= workers <= 64:
+        problems.append(f"workers must be a whole number from 0 to 64, got {workers!r}")
     region = values.get("default_phone_region")
     if region is not None and not (
         isinstance(region, str) and len(region) == 2 and region.isalpha()

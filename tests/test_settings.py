@@ -87,6 +87,7 @@ def test_environment_variable_names_are_the_documented_ones() -> None:
         "audience_state": "TIKTOK_AUDIENCE_STATE",
         "qps": "TIKTOK_QPS",
         "concurrency": "TIKTOK_CONCURRENCY",
+        "workers": "TIKTOK_WORKERS",
     }
 
 

@@ -5,6 +5,10 @@ An ``Action`` declares its fields (see ``kit.fields``) and two steps of its own:
 - ``prepare(payload)`` turns one validated payload into a ``Prepared`` item (for TikTok:
   normalized and hashed identifiers) with the ``group`` it must be sent with, or raises
   ``PayloadError`` for that event alone;
+- optionally, ``prepare`` in two steps: ``digest(payload)`` does the pure, costly part
+  (its result must pickle: it may run in a worker process) and ``place(digest)`` the
+  rest in the main process (what needs the run's state, such as creating an audience),
+  with ``prepare(payload) == place(digest(payload))``;
 - ``perform_batch(group, items)`` sends one batch and answers one ``Outcome`` per item, in
   order. There is no single-event path: one event is a batch of one.
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from destination.errors import MappingError, PayloadError
 from destination.kit.fields import Field, default_mapping, payload_schema
@@ -30,6 +34,7 @@ __all__ = [
     "Outcome",
     "Prepared",
     "Subscription",
+    "TwoStepAction",
     "bind_subscription",
     "drop_empty",
 ]
@@ -89,6 +94,15 @@ class Action(Protocol):
     def perform_batch(self, group: Hashable, items: Sequence[Any]) -> list[Outcome]: ...
 
 
+@runtime_checkable
+class TwoStepAction(Protocol):
+    """An action whose ``prepare`` is ``place(digest(payload))``; ``digest`` is pure."""
+
+    def digest(self, payload: Mapping[str, Any]) -> Any: ...
+
+    def place(self, digest: Any) -> Prepared: ...
+
+
 def drop_empty(payload: Mapping[str, Any]) -> dict[str, Any]:
     """The payload without keys whose value is None or a blank string."""
     return {
@@ -113,6 +127,13 @@ class Subscription:
     mapped_from_event: tuple[str, ...] = ()
     routed: int = 0
     seen: Counter[str] = field(default_factory=Counter)
+    _two_step: bool = field(init=False, repr=False, default=False)
+    _bits: dict[str, int] = field(init=False, repr=False, default_factory=dict)
+    _names: dict[int, tuple[str, ...]] = field(init=False, repr=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._two_step = isinstance(self.action, TwoStepAction)
+        self._bits = {f.name: 1 << i for i, f in enumerate(self.action.fields)}
 
     def route(self, event: Mapping[str, Any]) -> Prepared:
         """Map, drop empty values, validate and prepare one event; ``PayloadError`` if bad."""
@@ -123,6 +144,41 @@ class Subscription:
         if problems:
             raise PayloadError("; ".join(problems))
         return self.action.prepare(payload)
+
+    # -- the route in two steps: ``digest`` may run in a worker process ----------------
+
+    def digest(self, event: Mapping[str, Any]) -> tuple[int, Any, tuple[str, str] | None]:
+        """The pure part of ``route``: ``(fields, digest, None)``, or ``(fields, None,
+        (reason, message))`` for a bad payload. ``fields`` (the payload's fields as bits)
+        is for ``account``; this subscription's own counters are left alone."""
+        payload = drop_empty(self.mapping.apply(event))
+        bits = self._bits
+        mask = 0
+        for name in payload:
+            mask |= bits.get(name, 0)
+        try:
+            problems = self.validator.problems(payload)
+            if problems:
+                raise PayloadError("; ".join(problems))
+            if self._two_step:
+                return mask, self.action.digest(payload), None  # type: ignore[attr-defined]
+        except PayloadError as exc:
+            return mask, None, (exc.reason, str(exc))
+        return mask, payload, None
+
+    def account(self, mask: int) -> None:
+        """Count one event routed by ``digest`` elsewhere, as ``route`` counts its own."""
+        self.routed += 1
+        names = self._names.get(mask)
+        if names is None:
+            names = self._names[mask] = tuple(n for n, b in self._bits.items() if mask & b)
+        self.seen.update(names)
+
+    def place(self, digest: Any) -> Prepared:
+        """The rest of ``route`` for a digest made by ``digest``; ``PayloadError`` if bad."""
+        if self._two_step:
+            return self.action.place(digest)  # type: ignore[attr-defined, no-any-return]
+        return self.action.prepare(digest)
 
 
 def bind_subscription(

@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from destination.errors import ApiUnavailableError, AuthenticationError, PayloadError
-from destination.kit.action import Action, Outcome, Subscription
+from destination.kit.action import Action, Outcome, Prepared, Subscription
 from destination.kit.batching import Batch, Batcher
 from destination.runner.checkpoint import Progress
 from destination.runner.outputs import OutputFile, rejected_record
 from destination.runner.reader import Line
 
-__all__ = ["STOP_REASONS", "Pipeline", "Tally"]
+__all__ = ["STOP_REASONS", "Pipeline", "Routed", "Steps", "Tally"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,13 @@ STOP_REASONS: dict[str, type[Exception]] = {
     "auth": AuthenticationError,
     "api_unavailable": ApiUnavailableError,
 }
+
+
+# an event routed elsewhere (by ``Subscription.digest``, in a worker process): per
+# matching subscription, the payload's fields as bits, the digest, or (reason, message)
+Steps = list[tuple[Subscription, int, Any, tuple[str, str] | None]]
+# a line and, when it was routed elsewhere, its steps (the line then keeps no event)
+Routed = tuple[Line, Steps | None]
 
 
 @dataclass
@@ -138,16 +145,21 @@ class Pipeline:
         self.progress = progress or Progress()
 
     def run(self, lines: Iterable[Line]) -> Tally:
+        """Route each line here, then batch and send."""
+        return self.run_routed((line, None) for line in lines)
+
+    def run_routed(self, lines: Iterable[Routed]) -> Tally:
+        """Batch and send lines routed elsewhere (or here, for those without steps)."""
         source = iter(lines)
         with (
             _few_collections(),
             ThreadPoolExecutor(self._concurrency, thread_name_prefix="sender") as pool,
         ):
             try:
-                for line in source:
+                for line, steps in source:
                     if self.progress.is_finished(line.number):
                         continue  # done by the run this one resumes
-                    self._take(line)
+                    self._take(line, steps)
                     self._send_ready(pool)
                     self._collect(block=False)
                 for batch in self._batcher.drain():
@@ -161,40 +173,64 @@ class Pipeline:
 
     # -- per event --------------------------------------------------------------------
 
-    def _take(self, line: Line) -> None:
-        if line.event is None:
+    def _take(self, line: Line, steps: Steps | None) -> None:
+        if line.error:
             self._finish(
                 _Event(line, 0, [("", "invalid_json", f"line {line.number} is {line.error}")])
             )
             return
-        matched = [s for s in self._subscriptions if s.condition.matches(line.event)]
-        if not matched:
+        if steps is None:
+            assert line.event is not None
+            parsed = line.event
+            matched = [s for s in self._subscriptions if s.condition.matches(parsed)]
+            count = len(matched)
+        else:
+            count = len(steps)
+        if not count:
             self._finish(
                 _Event(line, 0, [("", "no_subscription", "no subscription matches this event")])
             )
             return
         # kept until answered: the line's bytes, not the parsed event (a tenth of the memory)
-        event = self._current = _Event(Line(line.number, None, data=line.data), len(matched))
+        event = self._current = _Event(Line(line.number, None, data=line.data), count)
         self.progress.started(line.number)
-        for subscription in matched:
-            try:
-                prepared = subscription.route(line.event)
-            except PayloadError as exc:
-                self._answer(event, subscription.name, Outcome.rejected(exc.reason, str(exc)))
-                continue
-            except tuple(STOP_REASONS.values()) as exc:
-                raise _stop_for(exc) from exc
-            self._performers.setdefault(prepared.group, subscription.action)
-            if prepared.conflicts is not None:
-                self._conflicts.setdefault(prepared.group, prepared.conflicts)
-                waiting = self._open_keys.get(prepared.conflicts)
-                if waiting and not waiting.isdisjoint(prepared.keys):
-                    self._make_ready(self._batcher.take(prepared.conflicts))
-            self._open_keys.setdefault(prepared.group, set()).update(prepared.keys)
-            full = self._batcher.add(prepared.group, _Item(event, subscription.name, prepared.item))
-            if full is not None:
-                self._make_ready(full)
+        if steps is None:
+            for subscription in matched:
+                try:
+                    prepared = subscription.route(parsed)
+                except PayloadError as exc:
+                    self._answer(event, subscription.name, Outcome.rejected(exc.reason, str(exc)))
+                    continue
+                except tuple(STOP_REASONS.values()) as exc:
+                    raise _stop_for(exc) from exc
+                self._add(event, subscription, prepared)
+        else:
+            for subscription, mask, digest, error in steps:
+                subscription.account(mask)
+                try:
+                    if error is not None:
+                        raise PayloadError(error[1], reason=error[0])
+                    prepared = subscription.place(digest)
+                except PayloadError as exc:
+                    self._answer(event, subscription.name, Outcome.rejected(exc.reason, str(exc)))
+                    continue
+                except tuple(STOP_REASONS.values()) as exc:
+                    raise _stop_for(exc) from exc
+                self._add(event, subscription, prepared)
         self._current = None
+
+    def _add(self, event: _Event, subscription: Subscription, prepared: Prepared) -> None:
+        """Put one prepared item in the batch of its group."""
+        self._performers.setdefault(prepared.group, subscription.action)
+        if prepared.conflicts is not None:
+            self._conflicts.setdefault(prepared.group, prepared.conflicts)
+            waiting = self._open_keys.get(prepared.conflicts)
+            if waiting and not waiting.isdisjoint(prepared.keys):
+                self._make_ready(self._batcher.take(prepared.conflicts))
+        self._open_keys.setdefault(prepared.group, set()).update(prepared.keys)
+        full = self._batcher.add(prepared.group, _Item(event, subscription.name, prepared.item))
+        if full is not None:
+            self._make_ready(full)
 
     def _answer(self, event: _Event, subscription: str, outcome: Outcome) -> None:
         if outcome.ok:
@@ -276,7 +312,7 @@ class Pipeline:
 
     # -- stopping -----------------------------------------------------------------------
 
-    def _stop(self, stop: _Stop, rest: Iterator[Line]) -> None:
+    def _stop(self, stop: _Stop, rest: Iterator[Routed]) -> None:
         """Finish what is in flight, then reject or defer everything not delivered."""
         self.tally.stopped = {"reason": stop.reason, "message": stop.message}
         log.info("stopping: %s", stop.message)
@@ -301,10 +337,10 @@ class Pipeline:
                 event.failures.insert(0, ("", stop.reason, not_sent))
                 event.waiting = 0
                 self._finish(event)
-        for line in rest:
+        for line, _ in rest:
             if self.progress.is_finished(line.number):
                 continue
-            if line.event is None:
+            if line.error:
                 failure = ("", "invalid_json", f"line {line.number} is {line.error}")
             else:
                 failure = ("", stop.reason, not_sent)

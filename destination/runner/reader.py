@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import orjson
 
-__all__ = ["DEFAULT_MAX_BYTES", "Line", "read_ndjson"]
+__all__ = ["DEFAULT_MAX_BYTES", "Line", "parse_line", "read_lines", "read_ndjson"]
 
 DEFAULT_MAX_BYTES = 1 << 20
 _RAW_KEPT = 2000  # characters of an unreadable line kept for the rejected file
@@ -60,6 +60,15 @@ def _why_not_json(data: bytes) -> str:
 
 
 def read_ndjson(stream: IO[bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Line]:
+    for item in read_lines(stream, max_bytes=max_bytes):
+        yield item if isinstance(item, Line) else parse_line(*item)
+
+
+def read_lines(
+    stream: IO[bytes], *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Iterator[Line | tuple[int, bytes]]:
+    """The non-blank lines as ``(number, bytes)`` for ``parse_line``, unparsed; a line too
+    long is a ``Line`` with its error already."""
     number = 0
     while True:
         # the first line may start with a byte order mark, which does not count
@@ -78,13 +87,16 @@ def read_ndjson(stream: IO[bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Ite
             continue
         if not data.strip():
             continue
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            yield Line(number, None, _text(data), _why_not_json(data), data.rstrip(b"\r\n"))
-            continue
-        if not isinstance(value, dict):
-            why = f"not a JSON object (a {type(value).__name__})"
-            yield Line(number, None, _text(data), why, data.rstrip(b"\r\n"))
-            continue
-        yield Line(number, value, data=data.rstrip(b"\r\n"))
+        yield number, data
+
+
+def parse_line(number: int, data: bytes) -> Line:
+    """One non-blank line (its line end included or not) as a ``Line``."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return Line(number, None, _text(data), _why_not_json(data), data.rstrip(b"\r\n"))
+    if not isinstance(value, dict):
+        why = f"not a JSON object (a {type(value).__name__})"
+        return Line(number, None, _text(data), why, data.rstrip(b"\r\n"))
+    return Line(number, value, data=data.rstrip(b"\r\n"))

@@ -24,6 +24,7 @@ from destination.runner.checkpoint import Checkpoint, fingerprint
 from destination.runner.outputs import OutputFile
 from destination.runner.pipeline import Pipeline, Tally
 from destination.runner.reader import read_ndjson
+from destination.runner.workers import routed_lines
 from destination.settings import TOKEN_VARIABLE, Secret, resolve_settings
 from destination.tiktok.actions import Context
 from destination.tiktok.api import RetryPolicy, TikTokApi
@@ -144,7 +145,22 @@ def run_sync(
                 progress=checkpoint.progress if checkpoint else None,
                 on_progress=_saver(checkpoint, options.state, rejected, retry),
             )
-            tally = pipeline.run(read_ndjson(stream, max_bytes=settings.max_event_bytes))
+            if settings.workers > 0:
+                # closed here, whatever happens, so the workers stop with the run
+                with contextlib.closing(
+                    routed_lines(
+                        stream,
+                        max_bytes=settings.max_event_bytes,
+                        workers=settings.workers,
+                        mapping_file=mapping_file,
+                        settings=settings,
+                        subscriptions=subscriptions,
+                        skip=pipeline.progress.is_finished,
+                    )
+                ) as routed:
+                    tally = pipeline.run_routed(routed)
+            else:
+                tally = pipeline.run(read_ndjson(stream, max_bytes=settings.max_event_bytes))
             if checkpoint is not None and options.state is not None:
                 checkpoint.complete = True
                 _save(checkpoint, options.state, pipeline, rejected, retry)

@@ -101,6 +101,12 @@ def batch_body(
     return id_schema, batch_data
 
 
+# what ``Membership.place`` reads of the payload (the rest stays in ``digest``)
+_PLACE_FIELDS = ("advertiser_id", "audience_id", "external_audience_id", "audience_key")
+# hashed identifiers by id type, why any were dropped, and the fields above
+MembershipDigest = tuple[dict[str, str], list[str], dict[str, Any]]
+
+
 class _CatalogueAction:
     """What every TikTok action shares: its catalogue entry and the run's context."""
 
@@ -166,7 +172,15 @@ class Membership(_CatalogueAction):
             ) from exc
 
     def prepare(self, payload: Mapping[str, Any]) -> Prepared:
+        return self.place(self.digest(payload))
+
+    def digest(self, payload: Mapping[str, Any]) -> MembershipDigest:
+        """The hashed identifiers (the costly, pure part) and the fields ``place`` needs."""
         ids, dropped = user_identifiers(payload, self._context.settings)
+        return ids, dropped, {k: payload[k] for k in _PLACE_FIELDS if k in payload}
+
+    def place(self, digest: MembershipDigest) -> Prepared:
+        ids, dropped, payload = digest
         if not ids:
             why = (
                 "; ".join(dropped) if dropped else "the event has no email, phone or advertising id"
@@ -206,8 +220,14 @@ class CreateAudience(_CatalogueAction):
     """Creates a partner audience once per (advertiser, name); legacy mode."""
 
     def prepare(self, payload: Mapping[str, Any]) -> Prepared:
-        advertiser_id = resolve_advertiser(payload, self._context.settings)
-        return Prepared(group=advertiser_id, item=str(payload["audience_name"]))
+        return self.place(self.digest(payload))
+
+    def digest(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: payload[k] for k in ("advertiser_id", "audience_name") if k in payload}
+
+    def place(self, digest: Mapping[str, Any]) -> Prepared:
+        advertiser_id = resolve_advertiser(digest, self._context.settings)
+        return Prepared(group=advertiser_id, item=str(digest["audience_name"]))
 
     def perform_batch(self, group: Hashable, items: Sequence[Any]) -> list[Outcome]:
         outcomes = []

@@ -1,0 +1,174 @@
+"""The pure part of the event route in worker processes (the ``workers`` setting).
+
+The main process reads the input with the reader's rules (line numbers, blank lines,
+``max_event_bytes``, the byte order mark), leaves out the lines a resumed run finished
+already, and hands the rest to the workers in chunks of raw lines. A worker parses each
+line, matches the subscriptions and runs ``Subscription.digest`` (map, drop empties,
+validate, normalize and hash the identifiers) for each one that matches. The main
+process takes the chunks' results strictly in input order, at most a few chunks ahead
+(memory stays flat), and does everything else as without workers: creating audiences,
+batching, sending, counting, the output files and the checkpoint.
+
+Workers are started fresh (``spawn``), not forked, so no copy of the main process's
+memory, and with it the access token, ever reaches them; they compile the subscriptions
+from the mapping file and the settings without the token. A worker that dies ends the
+run like a crash (resume with ``--state``); workers of a main process that was killed
+end within a second. Starting them costs about 0.3 s each, so workers pay off on large
+inputs only. (As with any ``spawn``, a script calling ``run_sync`` with workers needs an
+``if __name__ == "__main__":`` guard; the CLI has one.)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
+from typing import IO, Any
+
+from destination.backends import DryRunBackend
+from destination.errors import DestinationError
+from destination.kit.action import Subscription
+from destination.runner.pipeline import Routed
+from destination.runner.reader import Line, parse_line, read_lines
+from destination.settings import Secret, Settings
+from destination.tiktok.actions import Context
+from destination.tiktok.api import TikTokApi
+from destination.tiktok.audiences import AudienceRegistry
+from destination.tiktok.destination import MappingFile, bind
+
+__all__ = ["CHUNK_LINES", "init_worker", "route_chunk", "routed_lines"]
+
+CHUNK_LINES = 512
+START_METHOD = "spawn"
+
+# one line's result from a worker: (raw text, error) for a line that is no JSON object,
+# else per matching subscription (its index, fields as bits, digest, (reason, message))
+LineResult = tuple[str, str] | list[tuple[int, int, Any, tuple[str, str] | None]]
+
+_subscriptions: list[Subscription] = []  # in a worker: compiled by init_worker
+
+
+def init_worker(mapping_file: MappingFile, settings: Settings) -> None:
+    """Compile the subscriptions in a worker process (never with the access token)."""
+    if settings.access_token is not None:
+        raise ValueError("worker processes must not get the access token")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _exit_with_parent(os.getppid())
+    context = Context(
+        settings=settings,
+        # never called: digest neither sends nor creates audiences
+        api=TikTokApi(DryRunBackend(), Secret("")),
+        registry=AudienceRegistry(
+            settings.audience_state, namespace=settings.base_url, create=None
+        ),
+    )
+    _subscriptions[:] = bind(mapping_file, context)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the main process is gone (killed: it cannot stop the pool),
+    instead of it waiting for work forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def route_chunk(chunk: Sequence[tuple[int, bytes]]) -> list[LineResult]:
+    """Parse, match and digest a chunk of raw lines (in a worker process)."""
+    subscriptions = _subscriptions
+    results: list[LineResult] = []
+    for number, data in chunk:
+        line = parse_line(number, data)
+        event = line.event
+        if event is None:
+            results.append((line.raw, line.error))
+            continue
+        results.append(
+            [
+                (index, *subscription.digest(event))
+                for index, subscription in enumerate(subscriptions)
+                if subscription.condition.matches(event)
+            ]
+        )
+    return results
+
+
+def routed_lines(
+    stream: IO[bytes],
+    *,
+    max_bytes: int,
+    workers: int,
+    mapping_file: MappingFile,
+    settings: Settings,
+    subscriptions: Sequence[Subscription],
+    skip: Callable[[int], bool],
+) -> Generator[Routed, None, None]:
+    """The input's lines, routed by ``workers`` processes, in input order.
+
+    ``subscriptions`` are the main process's (the same list the workers compile);
+    lines for which ``skip(number)`` holds are neither sent nor yielded.
+    """
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(START_METHOD),
+        initializer=init_worker,
+        initargs=(mapping_file, replace(settings, access_token=None)),
+    )
+    ahead = 2 * workers + 2
+    pending: deque[tuple[list[Line | tuple[int, bytes]], Future[list[LineResult]]]] = deque()
+
+    def submit(chunk: list[Line | tuple[int, bytes]]) -> None:
+        raw = [item for item in chunk if not isinstance(item, Line)]
+        pending.append((chunk, pool.submit(route_chunk, raw)))
+
+    def results() -> Iterator[Routed]:
+        chunk, future = pending.popleft()
+        answers = iter(future.result())
+        for item in chunk:
+            if isinstance(item, Line):  # too long: never sent
+                yield item, None
+                continue
+            number, data = item
+            answer = next(answers)
+            if isinstance(answer, tuple):
+                raw, error = answer
+                yield Line(number, None, raw, error, data.rstrip(b"\r\n")), None
+                continue
+            yield (
+                Line(number, None, data=data.rstrip(b"\r\n")),
+                [(subscriptions[i], mask, digest, err) for i, mask, digest, err in answer],
+            )
+
+    try:
+        chunk: list[Line | tuple[int, bytes]] = []
+        for item in read_lines(stream, max_bytes=max_bytes):
+            if skip(item.number if isinstance(item, Line) else item[0]):
+                continue  # finished by the run this one resumes
+            chunk.append(item)
+            if len(chunk) >= CHUNK_LINES:
+                submit(chunk)
+                chunk = []
+                if len(pending) >= ahead:
+                    yield from results()
+        if chunk:
+            submit(chunk)
+        while pending:
+            yield from results()
+    except BrokenProcessPool as exc:
+        raise DestinationError(
+            "a worker process ended unexpectedly (killed, or out of memory?): rerun "
+            "(with --state DIR, the run resumes where it stopped)"
+        ) from exc
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

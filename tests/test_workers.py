@@ -1,0 +1,398 @@
+"""The ``workers`` setting: the same results, requests and files with or without workers.
+
+Every comparison runs one input with ``workers`` 0 (all in the main process), 1 and 2
+against a fresh fake TikTok, and asserts the summaries, the rejected files and the
+requests (bodies, in order: concurrency 1) are equal.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from destination.backends import ApiRequest, ApiResponse, Backend
+from destination.demo import DEMO_ADVERTISER_ID, DEMO_TOKEN, demo_fake
+from destination.errors import ConfigurationError, DestinationError
+from destination.fake_server import FakeTikTok
+from destination.runner import workers as workers_module
+from destination.runner.sync import SyncOptions, run_sync
+from destination.settings import Secret, Settings, resolve_settings
+from destination.tiktok.destination import load_mapping_file
+
+ROOT = Path(__file__).resolve().parent.parent
+MAPPINGS = ROOT / "mappings"
+DEMO = ROOT / "fixtures" / "demo"
+ADVERTISER = DEMO_ADVERTISER_ID
+
+
+def write_mapping(tmp_path: Path, mode: str, **settings: Any) -> Path:
+    document = json.loads((MAPPINGS / f"segment-{mode}.json").read_text("utf-8"))
+    document["settings"].update(
+        {"qps": 0, "retry_initial_wait": 0, "max_attempts": 3, "concurrency": 1, **settings}
+    )
+    path = tmp_path / f"{mode}-{len(list(tmp_path.glob('*.json')))}.json"
+    path.write_text(json.dumps(document), "utf-8")
+    return path
+
+
+@dataclass
+class Result:
+    summary: dict[str, Any]
+    rejected: str
+    requests: list[tuple[str, str, Any]]
+
+
+def run(
+    tmp_path: Path,
+    name: str,
+    *,
+    mapping: Path,
+    events: Path,
+    workers: int,
+    backend: Backend | None = None,
+    fake: FakeTikTok | None = None,
+    dry_run: bool = False,
+    state: Path | None = None,
+    retry: bool = False,
+) -> Result:
+    """One sync in a directory of its own (audience state, rejected file)."""
+    work = tmp_path / f"{name}-w{workers}"
+    work.mkdir(exist_ok=True)
+    fake = fake or demo_fake()
+    audience_state = work / "audiences.json"
+    summary = run_sync(
+        SyncOptions(
+            mapping=mapping,
+            events=str(events),
+            rejected=work / "rejected.ndjson",
+            state=state,
+            retry=work / "retry.ndjson" if retry else None,
+            dry_run=dry_run,
+            overrides={"audience_state": audience_state, "workers": workers},
+        ),
+        environ={"TIKTOK_ACCESS_TOKEN": DEMO_TOKEN, "TIKTOK_AUDIENCE_STATE": str(audience_state)},
+        backend=None if dry_run else backend or fake,
+    )
+    assert summary["received"] == summary["delivered"] + summary["rejected"] + summary["deferred"]
+    for key in ("rejected_file", "retry_file"):
+        summary.pop(key)
+    if retry:
+        summary["retry_lines"] = (work / "retry.ndjson").read_bytes().count(b"\n")
+        summary["retry_text"] = (work / "retry.ndjson").read_text("utf-8")
+    return Result(
+        summary,
+        (work / "rejected.ndjson").read_text("utf-8"),
+        [(r.method, r.path, r.json) for r in fake.requests],
+    )
+
+
+def same_with_workers(
+    tmp_path: Path, name: str, counts: tuple[int, ...] = (1, 2), **kwargs: Any
+) -> Result:
+    """Run with workers 0 and each of ``counts``; all must be equal. The first result."""
+    reference = run(tmp_path, name, workers=0, **kwargs)
+    for workers in counts:
+        result = run(tmp_path, name, workers=workers, **kwargs)
+        assert result.summary == reference.summary, workers
+        assert result.rejected == reference.rejected, workers
+        assert result.requests == reference.requests, workers
+    return reference
+
+
+@pytest.mark.parametrize("mode", ["native", "legacy"])
+def test_the_demo_fixtures_give_the_same_results_with_workers(tmp_path: Path, mode: str) -> None:
+    mapping = write_mapping(tmp_path, mode)
+    result = same_with_workers(
+        tmp_path, mode, mapping=mapping, events=DEMO / f"{mode}-events.ndjson"
+    )
+    assert result.summary["delivered"] > 0
+    assert result.requests
+
+
+def user_event(user: int, *, entered: bool, **traits: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": "Audience Entered" if entered else "Audience Exited",
+        "userId": f"u{user}",
+        "properties": {},
+        "context": {
+            "personas": {
+                "computation_class": "audience",
+                "computation_key": f"aud_{user % 3}",
+                "audience_settings": {"advertiserId": ADVERTISER},
+            },
+            "traits": traits or {"email": f"user{user}@example.com"},
+        },
+    }
+
+
+def mixed_input(path: Path, n: int = 2500, seed: int = 7) -> Path:
+    """Valid events (adds and removals flipping per user) among every kind of bad line."""
+    rng = random.Random(seed)
+    lines: list[bytes] = []
+    for i in range(n):
+        user = rng.randrange(200)
+        kind = rng.random()
+        event: Any
+        if kind < 0.03:
+            lines.append(b"{not json")
+            continue
+        if kind < 0.04:
+            lines.append(b"")  # blank: not an event
+            continue
+        if kind < 0.05:
+            lines.append(b"[1, 2]")
+            continue
+        if kind < 0.06:
+            lines.append(b'{"long": "' + b"x" * 1100 + b'"}')  # over max_event_bytes
+            continue
+        if kind < 0.10:
+            event = {"type": "identify", "userId": f"u{user}", "traits": {"email": "a@b.co"}}
+        elif kind < 0.13:
+            event = user_event(user, entered=True, name="no identifiers")
+        elif kind < 0.16:
+            event = user_event(user, entered=True, email="not an email", phone="+14155550100")
+        elif kind < 0.18:
+            event = user_event(user, entered=False, email="also not an email")
+        elif kind < 0.20:
+            event = user_event(user, entered=True)
+            del event["context"]["personas"]["audience_settings"]["advertiserId"]
+        else:
+            event = user_event(user, entered=rng.random() < 0.6)
+        lines.append(json.dumps(event).encode("utf-8") + (b"\r" if i % 97 == 0 else b""))
+    path.write_bytes(codecs.BOM_UTF8 + b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_a_larger_mixed_input_gives_the_same_results_with_workers(tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path, "native", batch_size=40, max_event_bytes=1024)
+    events = mixed_input(tmp_path / "mixed.ndjson")
+    result = same_with_workers(tmp_path, "mixed", mapping=mapping, events=events)
+    reasons = result.summary["rejected_by_reason"]
+    assert {"invalid_json", "no_subscription", "no_identifier", "no_advertiser"} <= set(reasons)
+    assert result.summary["dropped_identifiers"]
+    paths = Counter(path for _, path, _ in result.requests)
+    assert paths["segment/mapping/"] > 20
+
+
+def test_a_dry_run_gives_the_same_results_with_workers(tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path, "native", batch_size=40, max_event_bytes=1024)
+    events = mixed_input(tmp_path / "mixed.ndjson", n=1200, seed=3)
+    result = same_with_workers(
+        tmp_path, "dry", counts=(2,), mapping=mapping, events=events, dry_run=True
+    )
+    assert result.summary["dry_run"] is True
+    assert result.summary["requests"] > 0
+    assert result.requests == []
+
+
+def test_the_unmapped_field_warning_is_the_same_with_workers(tmp_path: Path) -> None:
+    document = json.loads((MAPPINGS / "segment-native.json").read_text("utf-8"))
+    document["settings"].update({"qps": 0, "concurrency": 1})
+    for subscription in document["subscriptions"]:
+        subscription.setdefault("mapping", {})["phone"] = {"@path": "$.nowhere.phone"}
+    mapping = tmp_path / "nowhere.json"
+    mapping.write_text(json.dumps(document), "utf-8")
+    events = tmp_path / "events.ndjson"
+    events.write_text(
+        "\n".join(json.dumps(user_event(i, entered=i % 4 != 0)) for i in range(30)) + "\n"
+    )
+    result = same_with_workers(tmp_path, "warn", counts=(1,), mapping=mapping, events=events)
+    assert any("field phone was empty" in w for w in result.summary["warnings"])
+
+
+class CrashAfter:
+    """A backend that lets ``n`` requests through, then dies like a killed process."""
+
+    def __init__(self, fake: FakeTikTok, n: int) -> None:
+        self.fake = fake
+        self.left = n
+
+    def send(self, request: ApiRequest) -> ApiResponse:
+        if self.left == 0:
+            raise SystemExit("simulated crash")
+        self.left -= 1
+        return self.fake.send(request)
+
+
+def accepted_hashes(fake: FakeTikTok) -> Counter[tuple[str, str]]:
+    seen: Counter[tuple[str, str]] = Counter()
+    for request in fake.accepted:
+        if request.path == "segment/mapping/":
+            for row in request.json["batch_data"]:
+                seen.update((request.json["action"], e["id"]) for e in row if e)
+    return seen
+
+
+def test_a_run_with_workers_resumes_after_a_crash(tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path, "native", batch_size=30, max_event_bytes=1024)
+    events = mixed_input(tmp_path / "mixed.ndjson", n=1500, seed=11)
+    reference = run(tmp_path, "whole", mapping=mapping, events=events, workers=0)
+
+    fake = demo_fake()
+    state = tmp_path / "state"
+    with pytest.raises(SystemExit):
+        run(
+            tmp_path,
+            "crash",
+            mapping=mapping,
+            events=events,
+            workers=1,
+            backend=CrashAfter(fake, 6),
+            fake=fake,
+            state=state,
+        )
+    resumed = run(
+        tmp_path, "crash", mapping=mapping, events=events, workers=1, fake=fake, state=state
+    )
+
+    assert resumed.summary["resumed"] is True
+    for key in ("received", "delivered", "rejected", "rejected_by_reason"):
+        assert resumed.summary[key] == reference.summary[key], key
+    assert resumed.rejected == reference.rejected
+    # every change reached TikTok; a batch in flight at the crash may be sent again
+    assert set(accepted_hashes(fake)) == set(accepted_hashes(demo_fake_after(reference)))
+
+
+def demo_fake_after(result: Result) -> FakeTikTok:
+    """A fake that took ``result``'s requests (for comparing what was accepted)."""
+    fake = demo_fake()
+    for method, path, body in result.requests:
+        fake.send(ApiRequest(method, path, json=body, headers={"Access-Token": DEMO_TOKEN}))
+    return fake
+
+
+class AfterRequests:
+    """A backend in front of the fake that calls ``then(fake)`` once ``after`` requests passed."""
+
+    def __init__(self, fake: FakeTikTok, after: int, then: Callable[[FakeTikTok], None]) -> None:
+        self._fake = fake
+        self._after = after
+        self._then = then
+        self.sent = 0
+
+    def send(self, request: ApiRequest) -> ApiResponse:
+        if self.sent == self._after:
+            self._then(self._fake)
+        self.sent += 1
+        return self._fake.send(request)
+
+
+def test_an_auth_stop_with_workers_loses_nothing(tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path, "native", batch_size=25, max_event_bytes=1024)
+    events = mixed_input(tmp_path / "mixed.ndjson", n=2000, seed=5)
+    results = []
+    for workers in (0, 1):
+        fake = demo_fake()
+        results.append(
+            run(
+                tmp_path,
+                "auth",
+                mapping=mapping,
+                events=events,
+                workers=workers,
+                backend=AfterRequests(fake, 5, lambda f: f.revoke_token(DEMO_TOKEN)),
+                fake=fake,
+            )
+        )
+    without, with_one = results
+    assert with_one.summary["stopped"]["reason"] == "auth"
+    assert with_one.summary["rejected_by_reason"]["auth"] > 1000
+    assert with_one.summary == without.summary
+    assert with_one.rejected == without.rejected
+    assert with_one.requests == without.requests
+
+
+def test_tiktok_staying_down_with_workers_defers_the_same_events(tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path, "native", batch_size=25, max_event_bytes=1024)
+    events = mixed_input(tmp_path / "mixed.ndjson", n=1200, seed=9)
+    results = []
+    for workers in (0, 1):
+        fake = demo_fake()
+        results.append(
+            run(
+                tmp_path,
+                "down",
+                mapping=mapping,
+                events=events,
+                workers=workers,
+                backend=AfterRequests(fake, 6, lambda f: f.fail_next(50000, times=1000)),
+                fake=fake,
+                retry=True,
+            )
+        )
+    without, with_one = results
+    assert with_one.summary["stopped"]["reason"] == "api_unavailable"
+    assert with_one.summary["deferred"] > 500
+    assert with_one.summary["retry_lines"] == with_one.summary["deferred"]
+    assert with_one.summary == without.summary
+    assert with_one.rejected == without.rejected
+    assert with_one.requests == without.requests
+
+
+def test_worker_processes_never_get_the_access_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given: list[tuple[Any, ...]] = []
+
+    class Recording(ProcessPoolExecutor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            given.append(kwargs["initargs"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(workers_module, "ProcessPoolExecutor", Recording)
+    mapping = write_mapping(tmp_path, "legacy")
+    result = run(
+        tmp_path, "token", mapping=mapping, events=DEMO / "legacy-events.ndjson", workers=1
+    )
+
+    assert result.summary["delivered"] > 0
+    assert len(given) == 1
+    settings = given[0][1]
+    assert isinstance(settings, Settings)
+    assert settings.access_token is None
+    assert DEMO_TOKEN not in repr(given)
+    # and a worker refuses settings that carry one
+    with pytest.raises(ValueError, match="access token"):
+        workers_module.init_worker(
+            load_mapping_file(mapping), Settings(access_token=Secret(DEMO_TOKEN))
+        )
+
+
+def _die(chunk: Any) -> Any:
+    os._exit(3)  # in a worker process: as if killed
+
+
+def test_a_worker_that_dies_ends_the_run_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers_module, "route_chunk", _die)
+    mapping = write_mapping(tmp_path, "legacy")
+    with pytest.raises(DestinationError, match="worker process ended unexpectedly"):
+        run(tmp_path, "dies", mapping=mapping, events=DEMO / "legacy-events.ndjson", workers=1)
+
+
+def test_the_workers_setting_comes_from_the_file_the_environment_or_the_flag() -> None:
+    def resolve(environ: dict[str, str], **overrides: Any) -> Settings:
+        return resolve_settings(
+            {"workers": 1}, environ=environ, overrides=overrides, need_token=False
+        )
+
+    assert Settings().workers == 0
+    assert resolve({}).workers == 1
+    assert resolve({"TIKTOK_WORKERS": "2"}).workers == 2
+    assert resolve({"TIKTOK_WORKERS": "2"}, workers=3).workers == 3
+    with pytest.raises(ConfigurationError, match="workers must be a whole number from 0 to 64"):
+        resolve({}, workers=-1)
+    with pytest.raises(ConfigurationError, match="TIKTOK_WORKERS='many' is not a number"):
+        resolve({"TIKTOK_WORKERS": "many"})
