@@ -168,11 +168,3 @@ def check_scopes(tokens: TokenProvider) -> None:
             f"audiences; run `tiktok-audiences auth login --app-id {app_id}` again and grant "
             "them (in TikTok's developer portal the app must ask for them too)"
         )
-
-
-def missing_token_error(store: TokenStore) -> ConfigurationError:
-    return ConfigurationError(
-        f"no access token: run `tiktok-audiences auth login --app-id <your app id>` "
-        f"(tokens are kept in {store.path}), or set {TOKEN_VARIABLE}; --dry-run checks "
-        "the input without sending"
-    )

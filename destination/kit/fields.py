@@ -4,7 +4,6 @@ An action lists its ``Field`` objects once. From that list come:
 
 - ``payload_schema(fields)``: the JSON Schema every mapped payload is validated against;
 - ``default_mapping(fields)``: the mapping used for a field the mapping file leaves out;
-- ``describe(fields)``: the table shown by ``tiktok-audiences schema`` and the README.
 
 Nothing here knows about TikTok.
 """
@@ -16,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Field", "FieldType", "default_mapping", "describe", "payload_schema"]
+__all__ = ["Field", "FieldType", "default_mapping", "payload_schema"]
 
 FieldType = Literal["string", "boolean", "integer", "number", "object", "array"]
 
@@ -69,18 +68,3 @@ def payload_schema(fields: Sequence[Field], *, title: str) -> dict[str, Any]:
 def default_mapping(fields: Sequence[Field]) -> dict[str, Any]:
     """The mapping each field gets when a mapping file does not mention it."""
     return {f.name: copy.deepcopy(f.default) for f in fields if f.default is not None}
-
-
-def describe(fields: Sequence[Field]) -> list[dict[str, Any]]:
-    """One plain row per field, for documentation and the CLI."""
-    return [
-        {
-            "name": f.name,
-            "type": f.type,
-            "required": f.required,
-            "personal_data": f.personal_data,
-            "default": f.default,
-            "description": f.description,
-        }
-        for f in fields
-    ]
