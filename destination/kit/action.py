@@ -115,8 +115,10 @@ class Subscription:
     """An action fed by the events that match ``condition``, through ``mapping``.
 
     ``routed`` counts the events it took and ``seen`` how often each field had a value;
-    ``mapped_from_event`` names the fields whose mapping reads the event (not literals),
-    so a mapping that points nowhere can be reported.
+    ``mapped_from_event`` names the fields the mapping file maps its own way from the
+    event (not the field's default mapping, not a literal), so such a mapping that points
+    nowhere can be reported. A default mapping finding nothing is normal: not every user
+    has a phone.
     """
 
     name: str
@@ -203,10 +205,13 @@ def bind_subscription(
                 pointer + json_pointer(["mapping", key]),
                 f"a field of {action.key}: one of {', '.join(sorted(known))}",
             )
-    merged = {**default_mapping(action.fields), **mapping}
+    defaults = default_mapping(action.fields)
+    merged = {**defaults, **mapping}
     return Subscription(
         mapped_from_event=tuple(
-            k for k, v in merged.items() if isinstance(v, dict) and "@literal" not in v
+            k
+            for k, v in mapping.items()
+            if isinstance(v, dict) and "@literal" not in v and v != defaults.get(k)
         ),
         name=name,
         action=action,
