@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,13 @@ from oauth_support import ADVERTISER, APP_ID, APP_SECRET, oauth_fake
 
 from destination.auth.oauth import TikTokOAuth
 from destination.auth.store import TokenEntry, TokenStore
-from destination.backends import ApiRequest, ApiResponse, Backend
+from destination.backends import Backend
 from destination.errors import AuthenticationError, ConfigurationError
 from destination.fake_server import FakeTikTok
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import Secret
 from destination.tiktok.api import RetryPolicy, StaticToken, TikTokApi
+from tests.fake_backends import AfterRequests
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIRECT = "http://127.0.0.1:9/callback"
@@ -128,19 +129,6 @@ class Setup:
 
     def tokens_sent(self) -> list[str]:
         return [r.headers.get("Access-Token", "") for r in self.fake.requests]
-
-
-class AfterRequests:
-    """Passes requests to the fake; calls ``then(fake)`` once ``after`` have passed."""
-
-    def __init__(self, fake: FakeTikTok, after: int, then: Callable[[FakeTikTok], None]) -> None:
-        self.fake, self.after, self.then, self.sent = fake, after, then, 0
-
-    def send(self, request: ApiRequest) -> ApiResponse:
-        if self.sent == self.after:
-            self.then(self.fake)
-        self.sent += 1
-        return self.fake.send(request)
 
 
 # ----------------------------------------------------------------- which token

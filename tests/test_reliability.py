@@ -26,6 +26,7 @@ from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import Secret
 from destination.tiktok.api import RetryPolicy, TikTokApi
 from destination.tiktok.normalize import hash_email
+from tests.fake_backends import CrashAfter
 
 ROOT = Path(__file__).resolve().parent.parent
 ADVERTISER = "7000000000000000001"
@@ -138,20 +139,6 @@ def test_sigkill_mid_run_then_rerun_with_the_same_state_delivers_everything_once
     assert len(seen) == total and set(seen.values()) == {1}  # no batch accepted twice
     assert len(fake.members(audience_id)["EMAIL_SHA256"]) == total
     assert (tmp_path / "rejected.ndjson").read_text() == ""
-
-
-class CrashAfter:
-    """A backend that lets ``n`` requests through, then dies like a killed process."""
-
-    def __init__(self, fake: FakeTikTok, n: int) -> None:
-        self.fake = fake
-        self.left = n
-
-    def send(self, request: ApiRequest) -> ApiResponse:
-        if self.left == 0:
-            raise SystemExit("simulated crash")
-        self.left -= 1
-        return self.fake.send(request)
 
 
 def test_a_resumed_run_counts_and_writes_the_first_runs_rejections_once(tmp_path: Path) -> None:

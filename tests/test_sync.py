@@ -24,19 +24,20 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from destination.backends import ApiRequest, ApiResponse, Backend
+from destination.backends import Backend
 from destination.demo import DEMO_ADVERTISER_ID, DEMO_TOKEN, demo_fake
 from destination.fake_server import FakeTikTok
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import Secret
 from destination.tiktok.api import RetryPolicy, TikTokApi
+from tests.fake_backends import AfterRequests
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = ROOT / "mappings"
@@ -654,22 +655,6 @@ def test_retry_initial_wait_zero_retries_without_sleeping() -> None:
 
 
 # ----------------------------------------------------------------- stopping early
-
-
-class AfterRequests:
-    """A backend in front of the fake that calls ``then(fake)`` once ``after`` requests passed."""
-
-    def __init__(self, fake: FakeTikTok, after: int, then: Callable[[FakeTikTok], None]) -> None:
-        self._fake = fake
-        self._after = after
-        self._then = then
-        self.sent = 0
-
-    def send(self, request: ApiRequest) -> ApiResponse:
-        if self.sent == self._after:
-            self._then(self._fake)
-        self.sent += 1
-        return self._fake.send(request)
 
 
 def test_a_revoked_token_stops_the_run_and_every_undelivered_event_is_rejected(

@@ -12,7 +12,6 @@ import json
 import os
 import random
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from destination.backends import ApiRequest, ApiResponse, Backend
+from destination.backends import ApiRequest, Backend
 from destination.demo import DEMO_ADVERTISER_ID, DEMO_TOKEN, demo_fake
 from destination.errors import ConfigurationError, DestinationError
 from destination.fake_server import FakeTikTok
@@ -28,6 +27,7 @@ from destination.runner import workers as workers_module
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import Secret, Settings, resolve_settings
 from destination.tiktok.destination import load_mapping_file
+from tests.fake_backends import AfterRequests, CrashAfter
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = ROOT / "mappings"
@@ -211,20 +211,6 @@ def test_the_unmapped_field_warning_is_the_same_with_workers(tmp_path: Path) -> 
     assert any("field phone was empty" in w for w in result.summary["warnings"])
 
 
-class CrashAfter:
-    """A backend that lets ``n`` requests through, then dies like a killed process."""
-
-    def __init__(self, fake: FakeTikTok, n: int) -> None:
-        self.fake = fake
-        self.left = n
-
-    def send(self, request: ApiRequest) -> ApiResponse:
-        if self.left == 0:
-            raise SystemExit("simulated crash")
-        self.left -= 1
-        return self.fake.send(request)
-
-
 def accepted_hashes(fake: FakeTikTok) -> Counter[tuple[str, str]]:
     seen: Counter[tuple[str, str]] = Counter()
     for request in fake.accepted:
@@ -270,22 +256,6 @@ def demo_fake_after(result: Result) -> FakeTikTok:
     for method, path, body in result.requests:
         fake.send(ApiRequest(method, path, json=body, headers={"Access-Token": DEMO_TOKEN}))
     return fake
-
-
-class AfterRequests:
-    """A backend in front of the fake that calls ``then(fake)`` once ``after`` requests passed."""
-
-    def __init__(self, fake: FakeTikTok, after: int, then: Callable[[FakeTikTok], None]) -> None:
-        self._fake = fake
-        self._after = after
-        self._then = then
-        self.sent = 0
-
-    def send(self, request: ApiRequest) -> ApiResponse:
-        if self.sent == self._after:
-            self._then(self._fake)
-        self.sent += 1
-        return self._fake.send(request)
 
 
 def test_an_auth_stop_with_workers_loses_nothing(tmp_path: Path) -> None:
