@@ -660,6 +660,22 @@ def test_routing_any_event_raises_only_payload_error(
         assert HEX64.fullmatch(hashed)
 
 
+def assert_agrees_with_the_full_parser(text: str, region: str | None) -> None:
+    """``normalize_phone`` gives what ``phonenumbers.parse`` + validation give, or refuses
+    exactly what they refuse."""
+    try:
+        parsed = phonenumbers.parse(text, region)
+        valid = phonenumbers.is_valid_number(parsed)
+        expected = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    except phonenumbers.NumberParseException:
+        valid, expected = False, ""
+    if valid:
+        assert normalize_phone(text, default_region=region) == expected
+    else:
+        with pytest.raises(PayloadError):
+            normalize_phone(text, default_region=region)
+
+
 E164_COUNTRY_CODES = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 
 
@@ -673,17 +689,7 @@ def test_the_e164_fast_path_agrees_with_the_full_parser(
     code: int, national: str, region: str | None
 ) -> None:
     text = f"+{code}{national}"
-    try:
-        parsed = phonenumbers.parse(text, region)
-        valid = phonenumbers.is_valid_number(parsed)
-        expected = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    except phonenumbers.NumberParseException:
-        valid, expected = False, ""
-    if valid:
-        assert normalize_phone(text, default_region=region) == expected
-    else:
-        with pytest.raises(PayloadError):
-            normalize_phone(text, default_region=region)
+    assert_agrees_with_the_full_parser(text, region)
 
 
 NATIONAL_EXAMPLES = sorted(
@@ -708,14 +714,4 @@ def test_the_national_fast_path_agrees_with_the_full_parser(
     example_region, text = example
     text = text[: len(text) - len(digits)] + digits if digits else text
     region = example_region if own_region else region
-    try:
-        parsed = phonenumbers.parse(text, region)
-        valid = phonenumbers.is_valid_number(parsed)
-        expected = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    except phonenumbers.NumberParseException:
-        valid, expected = False, ""
-    if valid:
-        assert normalize_phone(text, default_region=region) == expected
-    else:
-        with pytest.raises(PayloadError):
-            normalize_phone(text, default_region=region)
+    assert_agrees_with_the_full_parser(text, region)

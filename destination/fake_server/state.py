@@ -350,9 +350,7 @@ class FakeTikTok:
         if isinstance(advertiser_ids, str):
             raise TypeError("advertiser_ids must be a sequence of ids, not one string")
         with self._lock:
-            unknown = [a for a in advertiser_ids if a not in self._advertisers]
-            if unknown:
-                raise ValueError(f"unknown advertiser(s) {unknown}: call add_advertiser first")
+            self._check_known(advertiser_ids)
             self._user_counter += 1
             self._tokens[token] = _Token(
                 advertiser_ids=tuple(advertiser_ids),
@@ -369,6 +367,11 @@ class FakeTikTok:
         """Make a token expired (40102 from then on), as a short-lived token would be."""
         with self._lock:
             self._added_token(token).expired = True
+
+    def _check_known(self, advertiser_ids: Sequence[str]) -> None:
+        unknown = [a for a in advertiser_ids if a not in self._advertisers]
+        if unknown:
+            raise ValueError(f"unknown advertiser(s) {unknown}: call add_advertiser first")
 
     def _added_token(self, token: str) -> _Token:
         grant = self._tokens.get(token)
@@ -400,9 +403,7 @@ class FakeTikTok:
         if isinstance(advertiser_ids, str):
             raise TypeError("advertiser_ids must be a sequence of ids, not one string")
         with self._lock:
-            unknown = [a for a in advertiser_ids if a not in self._advertisers]
-            if unknown:
-                raise ValueError(f"unknown advertiser(s) {unknown}: call add_advertiser first")
+            self._check_known(advertiser_ids)
             if app_id in self._apps:
                 raise ValueError(f"app {app_id} already exists")
             self._apps[app_id] = _App(
