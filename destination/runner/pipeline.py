@@ -23,6 +23,7 @@ not: ``received == delivered + rejected + deferred`` however the run ends.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import queue
@@ -194,29 +195,20 @@ class Pipeline:
         # kept until answered: the line's bytes, not the parsed event (a tenth of the memory)
         event = self._current = _Event(Line(line.number, None, data=line.data), count)
         self.progress.started(line.number)
-        if steps is None:
-            for subscription in matched:
-                try:
-                    prepared = subscription.route(parsed)
-                except PayloadError as exc:
-                    self._answer(event, subscription.name, Outcome.rejected(exc.reason, str(exc)))
-                    continue
-                except tuple(STOP_REASONS.values()) as exc:
-                    raise _stop_for(exc) from exc
-                self._add(event, subscription, prepared)
-        else:
-            for subscription, mask, digest, error in steps:
-                subscription.account(mask)
-                try:
-                    if error is not None:
-                        raise PayloadError(error[1], reason=error[0])
-                    prepared = subscription.place(digest)
-                except PayloadError as exc:
-                    self._answer(event, subscription.name, Outcome.rejected(exc.reason, str(exc)))
-                    continue
-                except tuple(STOP_REASONS.values()) as exc:
-                    raise _stop_for(exc) from exc
-                self._add(event, subscription, prepared)
+        attempts: Iterable[tuple[Subscription, Callable[[], Prepared]]] = (
+            ((s, functools.partial(s.route, parsed)) for s in matched)
+            if steps is None
+            else ((s, functools.partial(_place, s, *rest)) for s, *rest in steps)
+        )
+        for subscription, prepare in attempts:
+            try:
+                prepared = prepare()
+            except PayloadError as exc:
+                self._answer(event, subscription.name, Outcome.rejected(exc.reason, str(exc)))
+                continue
+            except tuple(STOP_REASONS.values()) as exc:
+                raise _stop_for(exc) from exc
+            self._add(event, subscription, prepared)
         self._current = None
 
     def _add(self, event: _Event, subscription: Subscription, prepared: Prepared) -> None:
@@ -361,6 +353,16 @@ def _few_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*thresholds)
+
+
+def _place(
+    subscription: Subscription, mask: int, digest: Any, error: tuple[str, str] | None
+) -> Prepared:
+    """The main-process half of routing an event a worker digested."""
+    subscription.account(mask)
+    if error is not None:
+        raise PayloadError(error[1], reason=error[0])
+    return subscription.place(digest)
 
 
 def _stop_for(exc: Exception) -> _Stop:
