@@ -41,6 +41,7 @@ from destination.tiktok.api import TikTokApi
 from destination.tiktok.audiences import AudienceRegistry
 from destination.tiktok.destination import bind, load_mapping_file
 from destination.tiktok.normalize import (
+    _is_valid_split,
     advertising_id_type,
     hash_advertising_id,
     hash_email,
@@ -715,3 +716,85 @@ def test_the_national_fast_path_agrees_with_the_full_parser(
     text = text[: len(text) - len(digits)] + digits if digits else text
     region = example_region if own_region else region
     assert_agrees_with_the_full_parser(text, region)
+
+
+def example_numbers() -> list[phonenumbers.PhoneNumber]:
+    """libphonenumber's example number of every type of every region and non-geo code."""
+    types = [
+        getattr(phonenumbers.PhoneNumberType, n)
+        for n in (
+            "FIXED_LINE",
+            "MOBILE",
+            "TOLL_FREE",
+            "PREMIUM_RATE",
+            "SHARED_COST",
+            "VOIP",
+            "PERSONAL_NUMBER",
+            "PAGER",
+            "UAN",
+            "VOICEMAIL",
+        )
+    ]
+    found = [
+        example
+        for region in sorted(phonenumbers.SUPPORTED_REGIONS)
+        for kind in types
+        if (example := phonenumbers.example_number_for_type(region, kind)) is not None
+    ]
+    found += [
+        example
+        for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
+        if (example := phonenumbers.example_number_for_non_geo_entity(code)) is not None
+    ]
+    return found
+
+
+EXAMPLE_NUMBERS = example_numbers()
+
+
+def assert_validity_agrees(code: int, national: str) -> None:
+    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    assert _is_valid_split(code, national) == phonenumbers.is_valid_number(number), (
+        code,
+        national,
+    )
+
+
+def test_the_joined_patterns_agree_with_is_valid_number_on_every_example_number() -> None:
+    assert len(EXAMPLE_NUMBERS) > 1000  # every region, most types
+    for example in EXAMPLE_NUMBERS:
+        assert_validity_agrees(example.country_code, str(example.national_number))
+        assert phonenumbers.is_valid_number(example)  # the examples are valid: a real check
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    example=st.sampled_from(EXAMPLE_NUMBERS),
+    position=st.integers(min_value=0, max_value=16),
+    change=st.sampled_from(["replace", "insert", "delete"]),
+    digit=st.sampled_from("0123456789"),
+)
+def test_the_joined_patterns_agree_with_is_valid_number_near_example_numbers(
+    example: phonenumbers.PhoneNumber, position: int, change: str, digit: str
+) -> None:
+    """Example numbers one digit off: valid or not, both tests say the same."""
+    digits = list(str(example.national_number))
+    at = min(position, len(digits) - 1)
+    if change == "replace":
+        digits[at] = digit
+    elif change == "insert":
+        digits.insert(at, digit)
+    elif len(digits) > 1:
+        del digits[at]
+    national = "".join(digits).lstrip("0")
+    if national:
+        event(
+            "valid"
+            if phonenumbers.is_valid_number(
+                phonenumbers.PhoneNumber(
+                    country_code=example.country_code, national_number=int(national)
+                )
+            )
+            else "invalid"
+        )
+        assert_validity_agrees(example.country_code, national)
