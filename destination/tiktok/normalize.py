@@ -188,10 +188,16 @@ def normalize_phone(
                 "phone has no country code and no default_phone_region is set"
             ) from None
         raise PayloadError("phone is not a valid number") from None
-    if not phonenumbers.is_valid_number(number):
+    parsed_code, parsed_national = number.country_code, str(number.national_number)
+    if number.italian_leading_zero:  # "0" + national: leave it all to phonenumbers
+        if not phonenumbers.is_valid_number(number):
+            raise PayloadError("phone is not a valid number")
+        e164 = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+        return e164 if phone_format == "e164" else e164.removeprefix("+")
+    if parsed_code is None or not _is_valid_split(parsed_code, parsed_national):
         raise PayloadError("phone is not a valid number")
-    e164 = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-    return e164 if phone_format == "e164" else e164.removeprefix("+")
+    e164_digits = f"{parsed_code}{parsed_national}"
+    return "+" + e164_digits if phone_format == "e164" else e164_digits
 
 
 def _quick_split(text: str, region: str | None) -> tuple[int, str] | None:

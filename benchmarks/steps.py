@@ -1,0 +1,156 @@
+"""Time each step of the event route on one core, per event, best of 3.
+
+    python -m benchmarks.steps [--events N] [--mapping M]
+
+Reads the first N lines (default 20,000) of the benchmark's events file (generated if
+missing), binds the mapping file's subscriptions for a dry run, and times the steps one
+at a time on the same lines: parse, match, map, drop empties, validate, hash the
+identifiers, place (audience and batch group), then the whole route as the pipeline runs
+it and a whole ``sync --dry-run`` in this process. Each step's input is computed
+beforehand, so a row is that step alone. This is the "Where the time goes" table of
+``RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks.generate import cached_events
+from destination.backends import DryRunBackend
+from destination.kit.action import drop_empty
+from destination.runner.sync import SyncOptions, run_sync
+from destination.settings import Secret, resolve_settings
+from destination.tiktok.actions import Context, user_identifiers
+from destination.tiktok.api import TikTokApi
+from destination.tiktok.audiences import AudienceRegistry
+from destination.tiktok.destination import bind, load_mapping_file
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_SETTINGS = {"qps": 0, "batch_size": 1000, "default_phone_region": "US"}
+
+
+def best_of(runs: int, work: Callable[[], object], count: int) -> float:
+    """The fastest of ``runs`` runs of ``work``, in µs per item of ``count``."""
+    best = float("inf")
+    gc.disable()  # as the pipeline (which collects seldom); the lists here would trip it
+    try:
+        for _ in range(runs):
+            started = time.perf_counter()
+            work()
+            best = min(best, time.perf_counter() - started)
+    finally:
+        gc.enable()
+    return best / count * 1e6
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=20_000, help="lines to time (20,000)")
+    parser.add_argument("--mapping", type=Path, default=ROOT / "mappings" / "segment-native.json")
+    args = parser.parse_args(argv)
+
+    source = cached_events(100_000, 42)
+    with source.open("rb") as handle:
+        lines = [handle.readline() for _ in range(args.events)]
+    count = len(lines)
+
+    mapping_file = load_mapping_file(args.mapping)
+    settings = resolve_settings(
+        mapping_file.settings, environ={}, overrides=BENCH_SETTINGS, need_token=False
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        registry = AudienceRegistry(
+            Path(scratch) / "audiences.json", namespace="bench", create=None
+        )
+        api = TikTokApi(DryRunBackend(), Secret("dry-run"), qps=0, advertiser_qps=0)
+        context = Context(settings=settings, api=api, registry=registry)
+        subscriptions = bind(mapping_file, context)
+
+        events = [orjson.loads(line) for line in lines]
+        matched = [[s for s in subscriptions if s.condition.matches(e)] for e in events]
+        pairs = [(s, e) for e, subs in zip(events, matched, strict=True) for s in subs]
+        mapped = [s.mapping.apply(e) for s, e in pairs]
+        payloads = [drop_empty(m) for m in mapped]
+        checked = [(s, p) for (s, _), p in zip(pairs, payloads, strict=True)]
+        digests = [s.action.digest(p) for s, p in checked]  # type: ignore[attr-defined]
+
+        rows: list[tuple[str, float]] = [
+            ("parse a line (orjson)", best_of(3, lambda: [orjson.loads(x) for x in lines], count)),
+            (
+                "match the subscriptions",
+                best_of(
+                    3,
+                    lambda: [[s for s in subscriptions if s.condition.matches(e)] for e in events],
+                    count,
+                ),
+            ),
+            (
+                "apply the mapping",
+                best_of(3, lambda: [s.mapping.apply(e) for s, e in pairs], count),
+            ),
+            ("drop empty values", best_of(3, lambda: [drop_empty(m) for m in mapped], count)),
+            (
+                "validate the payload",
+                best_of(3, lambda: [s.validator.problems(p) for s, p in checked], count),
+            ),
+            (
+                "normalize + hash the identifiers",
+                best_of(3, lambda: [user_identifiers(p, settings) for p in payloads], count),
+            ),
+            (
+                "place (audience, batch group)",
+                best_of(
+                    3,
+                    lambda: [s.action.place(d) for (s, _), d in zip(checked, digests, strict=True)],  # type: ignore[attr-defined]
+                    count,
+                ),
+            ),
+            (
+                "the whole route (match, then route)",
+                best_of(
+                    3,
+                    lambda: [
+                        s.route(e) for e, subs in zip(events, matched, strict=True) for s in subs
+                    ],
+                    count,
+                ),
+            ),
+        ]
+
+        data = b"".join(lines)
+        environ: dict[str, Any] = {}
+
+        def dry_run() -> None:
+            run_sync(
+                SyncOptions(
+                    mapping=args.mapping,
+                    events="-",
+                    dry_run=True,
+                    overrides={**BENCH_SETTINGS, "audience_state": str(Path(scratch) / "a.json")},
+                ),
+                environ=environ,
+                stdin=io.BytesIO(data),
+            )
+
+        rows.append(("sync --dry-run, in this process, all of it", best_of(3, dry_run, count)))
+
+    width = max(len(name) for name, _ in rows)
+    print(f"{count:,} events of {source.name}, µs per event (best of 3)")
+    for name, micros in rows:
+        print(f"  {name:<{width}}  {micros:6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
