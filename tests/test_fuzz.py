@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from destination.backends import DryRunBackend
 from destination.errors import MappingError, PayloadError
+from destination.kit import mapping as mapping_module
 from destination.kit.action import Prepared, Subscription
 from destination.kit.mapping import CompiledMapping, compile_mapping
 from destination.kit.subscriptions import parse_subscription
@@ -798,3 +799,25 @@ def test_the_joined_patterns_agree_with_is_valid_number_near_example_numbers(
             else "invalid"
         )
         assert_validity_agrees(example.country_code, national)
+
+
+KEYS = st.sampled_from(["a", "b", "0", ""])
+nested_json = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(KEYS, children),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(root=nested_json, keys=st.lists(KEYS, min_size=1, max_size=4))
+def test_a_path_of_keys_resolves_as_the_general_walk(root: Any, keys: list[str]) -> None:
+    """The chained-``get`` form of a key path gives what the step-by-step walk gives, and a
+    container that is a new copy, whatever sits along the way (falsy values, lists,
+    strings)."""
+    path = "$" + "".join(f"['{key}']" for key in keys)
+    got = compile_mapping({"x": {"@path": path}}).apply(root)["x"]
+    expected = mapping_module._walk(root, tuple((key, None) for key in keys))
+    assert got == expected and type(got) is type(expected)
+    if isinstance(expected, dict | list):
+        assert got is not expected

@@ -54,6 +54,8 @@ _EXCLUDE_WHEN_NULL: Final = "@excludeWhenNull"
 # Tuples, not unions: isinstance is faster with them, and dict is tried before the ABC.
 _OBJECT: Final = (dict, Mapping)
 _SCALAR: Final = (str, int, float)
+_IMMUTABLE: Final = frozenset({str, int, float, bool})  # exact types: returned as they are
+_EMPTY: Final[Mapping[str, Any]] = {}  # never written to
 _JSONPATH_STEP: Final = re.compile(r"""\.([^.\[\]'"\s]+)|\[(\d+)\]|\[(['"])(.*?)\3\]""")
 _TEMPLATE_SEGMENT: Final = re.compile(r"[^.{}\s]+")
 _MAX_INDEX_DIGITS: Final = 18  # no list is longer; int() refuses past 4,300 digits
@@ -315,10 +317,43 @@ def _compile_path(arg: Any, site: _Site) -> Resolver:
     if not isinstance(arg, str):
         raise site.error(f"a JSONPath string starting with '$', got {_got(arg)}")
     steps = _parse_jsonpath(arg, site)
+    if steps and all(index is None for _, index in steps):
+        return _key_path(steps)
 
     def resolve(root: Any) -> Any:
         return _fresh(_walk(root, steps))
 
+    return resolve
+
+
+def _key_path(steps: Steps) -> Resolver:
+    """A path of object keys only, as one expression: ``.get`` chained, no loop.
+
+    ``(value or {}).get(key)`` is what ``_walk`` does for every falsy value (None, "", 0,
+    false, [] and {} all lead to None) and for objects; any other value has no ``get``
+    (a string, a number, a non-empty list): then ``_walk`` itself decides, on the rare
+    event that has one. The result is copied by ``_fresh`` unless immutable.
+    """
+    chain = "root"
+    for key, _ in steps:
+        chain = f"({chain} or _EMPTY).get({key!r})"
+    source = (
+        "def resolve(root):\n"
+        "    try:\n"
+        f"        value = {chain}\n"
+        "    except AttributeError:\n"
+        "        return _fresh(_walk(root, steps))\n"
+        "    return value if value is None or type(value) in _IMMUTABLE else _fresh(value)\n"
+    )
+    namespace: dict[str, Any] = {
+        "_EMPTY": _EMPTY,
+        "_IMMUTABLE": _IMMUTABLE,
+        "_fresh": _fresh,
+        "_walk": _walk,
+        "steps": steps,
+    }
+    exec(source, namespace)  # noqa: S102 (the source is built here, keys quoted by repr)
+    resolve: Resolver = namespace["resolve"]
     return resolve
 
 
