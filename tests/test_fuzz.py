@@ -821,3 +821,28 @@ def test_a_path_of_keys_resolves_as_the_general_walk(root: Any, keys: list[str])
     assert got == expected and type(got) is type(expected)
     if isinstance(expected, dict | list):
         assert got is not expected
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    example=st.sampled_from(EXAMPLE_NUMBERS),
+    form=st.sampled_from(["+{cc}{n}", "+{cc} (0){n}", "{n}", "0{n}", "{cc} {n}", "1 ({n}"]),
+    own_region=st.booleans(),
+    region=st.sampled_from(["US", "GB", "DE", "RU", "BR", "IT", "CA", "HU", "MX", "AR"]),
+    prefix=st.text(alphabet="0123456789", max_size=2),
+)
+def test_phones_written_around_example_numbers_parse_as_the_full_parser(
+    example: phonenumbers.PhoneNumber,
+    form: str,
+    own_region: bool,
+    region: str,
+    prefix: str,
+) -> None:
+    """Valid numbers (and near misses) in the forms people type, with their country
+    code, national prefix, trunk digits or a region's own country code in front, parse
+    through the fast path exactly as through ``phonenumbers.parse``."""
+    national = prefix + str(example.national_number)
+    text = form.format(cc=example.country_code, n=national)
+    main = phonenumbers.region_code_for_country_code(example.country_code)
+    chosen = main if own_region and main != "001" else region
+    assert_agrees_with_the_full_parser(text, chosen)

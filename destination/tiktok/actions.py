@@ -51,41 +51,40 @@ def user_identifiers(
     payload: Mapping[str, Any], settings: Settings
 ) -> tuple[dict[str, str], list[str]]:
     """Hashed identifiers of one user by id type, and why any present one was dropped."""
-
-    def email(value: Any) -> tuple[str, str]:
-        return "EMAIL_SHA256", hash_email(
-            value,
-            remove_plus_suffix=settings.email_remove_plus_suffix,
-            remove_dots=settings.email_remove_dots,
-        )
-
-    def phone(value: Any) -> tuple[str, str]:
-        return "PHONE_SHA256", hash_phone(
-            value, default_region=settings.default_phone_region, phone_format=settings.phone_format
-        )
-
-    def advertising_id(value: Any) -> tuple[str, str]:
-        id_type = advertising_id_type(payload.get("device_type"))
-        if id_type is None:
-            raise PayloadError("advertising id has no known device type (expected ios or android)")
-        return id_type, hash_advertising_id(value)
-
     ids: dict[str, str] = {}
     dropped: list[str] = []
-    for field_name, switch, hasher in (
-        ("email", "send_email", email),
-        ("phone", "send_phone", phone),
-        ("advertising_id", "send_advertising_id", advertising_id),
-    ):
-        value = payload.get(field_name)
-        if value is None or not payload.get(switch, True):
-            continue
+    get = payload.get
+    email = get("email")
+    if email is not None and get("send_email", True):
         try:
-            id_type, hashed = hasher(value)
+            ids["EMAIL_SHA256"] = hash_email(
+                email,
+                remove_plus_suffix=settings.email_remove_plus_suffix,
+                remove_dots=settings.email_remove_dots,
+            )
         except PayloadError as exc:
             dropped.append(str(exc))
-        else:
-            ids[id_type] = hashed
+    phone = get("phone")
+    if phone is not None and get("send_phone", True):
+        try:
+            ids["PHONE_SHA256"] = hash_phone(
+                phone,
+                default_region=settings.default_phone_region,
+                phone_format=settings.phone_format,
+            )
+        except PayloadError as exc:
+            dropped.append(str(exc))
+    advertising_id = get("advertising_id")
+    if advertising_id is not None and get("send_advertising_id", True):
+        id_type = advertising_id_type(get("device_type"))
+        try:
+            if id_type is None:
+                raise PayloadError(
+                    "advertising id has no known device type (expected ios or android)"
+                )
+            ids[id_type] = hash_advertising_id(advertising_id)
+        except PayloadError as exc:
+            dropped.append(str(exc))
     return ids, dropped
 
 

@@ -48,7 +48,7 @@ import re
 from typing import Final, Literal
 
 import phonenumbers
-from phonenumbers import re_util
+from phonenumbers import phonenumberutil, re_util
 
 from destination.errors import ConfigurationError, PayloadError
 
@@ -201,17 +201,18 @@ def normalize_phone(
 
 
 def _quick_split(text: str, region: str | None) -> tuple[int, str] | None:
-    """Country code and national number, split without the full parser, for the two plain
-    forms most input has.
+    """Country code and national number as ``phonenumbers.parse`` finds them, without its
+    general machinery, for the plain forms most input has.
 
     ``phonenumbers.parse`` spends most of its time on forms this input does not have
-    (letters, extensions, carrier codes, trunk prefixes). Handled here: ``+`` and digits
-    (E.164, spaces, dashes, dots and parentheses allowed), and, with a region whose
-    national prefix is plain digits, national digits that start with neither it nor the
-    international prefix. The country code is the prefix the metadata knows (codes are
-    prefix-free); a national part starting with 0 goes to the full parser (Italy's
-    leading zero). The caller keeps the result only if ``_is_valid_split`` holds: the
-    full parser can still make sense of anything else.
+    (letters, extensions, RFC 3966 URIs, words around the number). Handled here: digits
+    with spaces, dashes, dots and parentheses, after a ``+`` (the country code is the
+    prefix the metadata knows: codes are prefix-free) or, with a region, as dialled in
+    it. The rest is parse's own steps, called as parse calls them: the region's
+    international prefix and country code (``1 (415) ...`` in the US), then the national
+    prefix (``+44 (0)20 ...``) when what is left has a possible length. A national number
+    starting with 0 (Italy's leading zero) goes to the full parser, as does anything else;
+    the caller keeps the result only if ``_is_valid_split`` holds.
     """
     digits = text.translate(_SEPARATORS)
     if text[:1] == "+":
@@ -223,44 +224,74 @@ def _quick_split(text: str, region: str | None) -> tuple[int, str] | None:
         for length in (1, 2, 3):
             code = int(digits[:length])
             if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-                national = digits[length:]
-                if not national or national[0] == "0":
-                    return None
-                return code, national
+                return _strip_national_prefix(code, digits[length:], _main_metadata(code))
         return None
-    plain = _plain_regions().get(region or "")
-    if plain is None or not (digits.isdigit() and digits.isascii() and 4 <= len(digits) <= 15):
+    metadata = _region_metadata(region)
+    if metadata is None or not (digits.isdigit() and digits.isascii() and 4 <= len(digits) <= 15):
         return None
-    code, national_prefix, international = plain
-    if digits[0] == "0" or digits.startswith(national_prefix) or international.match(digits):
+    own_code = metadata.country_code or 0
+    idd = _pattern(metadata.international_prefix)
+    if not digits.startswith(str(own_code)) and (idd is None or not idd.match(digits)):
+        # neither an international prefix nor the region's own code: parse finds none
+        return _strip_national_prefix(own_code, digits, metadata)
+    try:
+        code, national = _extract_country_code(digits, metadata, False, phonenumbers.PhoneNumber())
+    except phonenumbers.NumberParseException:
         return None
-    return code, digits
+    if code == 0:
+        return _strip_national_prefix(own_code, digits, metadata)
+    return _strip_national_prefix(code, national, _main_metadata(code))
 
 
 _SEPARATORS = str.maketrans("", "", " -().\t")
+# phonenumbers.parse's own steps, used as it uses them (the fuzz tests compare the two)
+_extract_country_code = phonenumberutil._maybe_extract_country_code
+_strip_prefix = phonenumberutil._maybe_strip_national_prefix_carrier_code
+_test_number_length = phonenumberutil._test_number_length
+_KEEP_PREFIX: Final = frozenset(
+    {
+        phonenumberutil.ValidationResult.TOO_SHORT,
+        phonenumberutil.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
+        phonenumberutil.ValidationResult.INVALID_LENGTH,
+    }
+)
+
+
+def _strip_national_prefix(
+    code: int, national: str, metadata: phonenumbers.PhoneMetadata | None
+) -> tuple[int, str] | None:
+    """The end of ``parse``: the national prefix removed if what is left is possible."""
+    if metadata is None or len(national) < 2:
+        return None
+    prefix = _pattern(metadata.national_prefix_for_parsing)
+    if prefix is not None and prefix.match(national):
+        _, stripped, _ = _strip_prefix(national, metadata)
+        if _test_number_length(stripped, metadata) not in _KEEP_PREFIX:
+            national = stripped
+    if not national or national[0] == "0":
+        return None
+    return code, national
 
 
 @functools.cache
-def _plain_regions() -> dict[str, tuple[int, str, re.Pattern[str]]]:
-    """Regions whose national prefix is plain digits: code, prefix, international prefix."""
-    regions = {}
-    for region in phonenumbers.SUPPORTED_REGIONS:
-        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-        prefix = metadata.national_prefix_for_parsing if metadata else None
-        if (
-            metadata is not None
-            and prefix
-            and prefix.isdigit()
-            and metadata.national_prefix_transform_rule is None
-            and metadata.international_prefix
-            and metadata.country_code
-        ):
-            regions[region] = (
-                int(metadata.country_code),
-                prefix,
-                re.compile(metadata.international_prefix),
-            )
-    return regions
+def _main_metadata(code: int) -> phonenumbers.PhoneMetadata | None:
+    """The metadata parse strips national prefixes with, for a number of ``code``."""
+    main = phonenumbers.region_code_for_country_code(code)
+    return phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(code, main)
+
+
+@functools.cache
+def _region_metadata(region: str | None) -> phonenumbers.PhoneMetadata | None:
+    if region is None:
+        return None
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    return metadata if metadata is not None and metadata.country_code else None
+
+
+@functools.cache
+def _pattern(pattern: str | None) -> re.Pattern[str] | None:
+    """A pattern of the metadata (a national or international prefix), compiled once."""
+    return re.compile(pattern) if pattern else None
 
 
 # -- validity from the same metadata, without phonenumbers' per-call overhead ------------
@@ -390,7 +421,7 @@ def advertising_id_type(
 
 def _prehashed(kind: str, value: str) -> str | None:
     text = _require_str(kind, value).strip()
-    return text.lower() if _SHA256_HEX.fullmatch(text) else None
+    return text.lower() if len(text) == 64 and _SHA256_HEX.fullmatch(text) else None
 
 
 def hash_email(value: str, *, remove_plus_suffix: bool = False, remove_dots: bool = False) -> str:
