@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from destination.errors import MappingError, PayloadError
 from destination.kit.fields import Field, default_mapping, payload_schema
@@ -40,8 +40,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """One event made ready for sending: ``item`` goes in the batch for ``group``.
 
     Items of one group must be interchangeable for the action that sends them.

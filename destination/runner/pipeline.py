@@ -23,7 +23,6 @@ not: ``received == delivered + rejected + deferred`` however the run ends.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import logging
 import queue
@@ -92,21 +91,22 @@ class Tally:
         )
 
 
-@dataclass
 class _Event:
-    line: Line
-    waiting: int
-    failures: list[tuple[str, str, str]] = field(
-        default_factory=list
-    )  # (subscription, reason, msg)
-    accepted: list[str] = field(default_factory=list)
+    """An event being routed or waiting for answers (one per input line in flight)."""
+
+    __slots__ = ("accepted", "failures", "line", "waiting")
+
+    def __init__(
+        self, line: Line, waiting: int, failures: list[tuple[str, str, str]] | None = None
+    ) -> None:
+        self.line = line
+        self.waiting = waiting
+        self.failures: list[tuple[str, str, str]] = failures or []  # (subscription, reason, msg)
+        self.accepted: list[str] = []
 
 
-@dataclass(frozen=True)
-class _Item:
-    event: _Event
-    subscription: str
-    payload: Any
+# one item of a batch: the event it came from, the subscription's name, what to send
+_Item = tuple[_Event, str, Any]
 
 
 class _Stop(Exception):
@@ -195,21 +195,30 @@ class Pipeline:
         # kept until answered: the line's bytes, not the parsed event (a tenth of the memory)
         event = self._current = _Event(Line(line.number, None, data=line.data), count)
         self.progress.started(line.number)
-        attempts: Iterable[tuple[Subscription, Callable[[], Prepared]]] = (
-            ((s, functools.partial(s.route, parsed)) for s in matched)
-            if steps is None
-            else ((s, functools.partial(_place, s, *rest)) for s, *rest in steps)
-        )
-        for subscription, prepare in attempts:
-            try:
-                prepared = prepare()
-            except PayloadError as exc:
-                self._answer(event, subscription.name, Outcome.rejected(exc.reason, str(exc)))
-                continue
-            except tuple(STOP_REASONS.values()) as exc:
-                raise _stop_for(exc) from exc
-            self._add(event, subscription, prepared)
+        if steps is None:
+            for subscription in matched:
+                self._attempt(event, subscription, subscription.route, parsed)
+        else:
+            for subscription, *rest in steps:
+                self._attempt(event, subscription, _place, subscription, *rest)
         self._current = None
+
+    def _attempt(
+        self,
+        event: _Event,
+        subscription: Subscription,
+        prepare: Callable[..., Prepared],
+        *args: Any,
+    ) -> None:
+        """Prepare one event for one subscription: batch it, or answer why not."""
+        try:
+            prepared = prepare(*args)
+        except PayloadError as exc:
+            self._answer(event, subscription.name, Outcome.rejected(exc.reason, str(exc)))
+            return
+        except _STOP_ERRORS as exc:
+            raise _stop_for(exc) from exc
+        self._add(event, subscription, prepared)
 
     def _add(self, event: _Event, subscription: Subscription, prepared: Prepared) -> None:
         """Put one prepared item in the batch of its group."""
@@ -220,7 +229,7 @@ class Pipeline:
             if waiting and not waiting.isdisjoint(prepared.keys):
                 self._make_ready(self._batcher.take(prepared.conflicts))
         self._open_keys.setdefault(prepared.group, set()).update(prepared.keys)
-        full = self._batcher.add(prepared.group, _Item(event, subscription.name, prepared.item))
+        full = self._batcher.add(prepared.group, (event, subscription.name, prepared.item))
         if full is not None:
             self._make_ready(full)
 
@@ -272,7 +281,7 @@ class Pipeline:
         while len(self._in_flight) >= self._concurrency:
             self._collect(block=True)
         action = self._performers[batch.group]
-        future = pool.submit(action.perform_batch, batch.group, [i.payload for i in batch.items])
+        future = pool.submit(action.perform_batch, batch.group, [i[2] for i in batch.items])
         self._in_flight[future] = batch
         future.add_done_callback(self._answered.put)
 
@@ -292,13 +301,13 @@ class Pipeline:
             return
         try:
             outcomes = future.result()
-        except tuple(STOP_REASONS.values()) as exc:
+        except _STOP_ERRORS as exc:
             self._in_flight[future] = batch  # answered by _stop, with the rest
             raise _stop_for(exc) from exc
         if len(outcomes) != len(batch.items):
             raise AssertionError(f"{len(outcomes)} outcomes for {len(batch.items)} items")
-        for item, outcome in zip(batch.items, outcomes, strict=True):
-            self._answer(item.event, item.subscription, outcome)
+        for (event, name, _), outcome in zip(batch.items, outcomes, strict=True):
+            self._answer(event, name, outcome)
         if self._on_progress is not None:
             self._on_progress(self)
 
@@ -314,13 +323,13 @@ class Pipeline:
             try:
                 outcomes = future.result()
             except Exception:
-                unanswered += [item.event for item in batch.items]
+                unanswered += [item[0] for item in batch.items]
                 continue
-            for item, outcome in zip(batch.items, outcomes, strict=True):
-                self._answer(item.event, item.subscription, outcome)
-        unanswered += [item.event for batch in self._ready for item in batch.items]
+            for (event, name, _), outcome in zip(batch.items, outcomes, strict=True):
+                self._answer(event, name, outcome)
+        unanswered += [item[0] for batch in self._ready for item in batch.items]
         self._ready.clear()
-        unanswered += [item.event for batch in self._batcher.drain() for item in batch.items]
+        unanswered += [item[0] for batch in self._batcher.drain() for item in batch.items]
         if self._current is not None:
             unanswered.append(self._current)
         not_sent = f"not sent: {stop.message}"
@@ -363,6 +372,9 @@ def _place(
     if error is not None:
         raise PayloadError(error[1], reason=error[0])
     return subscription.place(digest)
+
+
+_STOP_ERRORS = tuple(STOP_REASONS.values())
 
 
 def _stop_for(exc: Exception) -> _Stop:

@@ -92,9 +92,14 @@ def batch_body(
     audience_id: str, users: Sequence[Mapping[str, str]]
 ) -> tuple[list[str], list[list[dict[str, Any]]]]:
     """``id_schema`` and ``batch_data`` for users (id type -> hash) of one audience."""
-    id_schema: list[str] = [t for t in ID_TYPES if any(t in user for user in users)]
+    present: set[str] = set()
+    for user in users:
+        present.update(user)
+    id_schema: list[str] = [t for t in ID_TYPES if t in present]
+    # one list for every entry: the body is only serialized, never changed
+    audience_ids = [audience_id]
     batch_data: list[list[dict[str, Any]]] = [
-        [{"id": user[t], "audience_ids": [audience_id]} if t in user else {} for t in id_schema]
+        [{"id": user[t], "audience_ids": audience_ids} if t in user else {} for t in id_schema]
         for user in users
     ]
     return id_schema, batch_data
@@ -171,7 +176,8 @@ class Membership(_CatalogueAction):
             ) from exc
 
     def prepare(self, payload: Mapping[str, Any]) -> Prepared:
-        return self.place(self.digest(payload))
+        ids, dropped = user_identifiers(payload, self._context.settings)
+        return self._placed(ids, dropped, payload)
 
     def digest(self, payload: Mapping[str, Any]) -> MembershipDigest:
         """The hashed identifiers (the costly, pure part) and the fields ``place`` needs."""
@@ -179,7 +185,11 @@ class Membership(_CatalogueAction):
         return ids, dropped, {k: payload[k] for k in _PLACE_FIELDS if k in payload}
 
     def place(self, digest: MembershipDigest) -> Prepared:
-        ids, dropped, payload = digest
+        return self._placed(*digest)
+
+    def _placed(
+        self, ids: dict[str, str], dropped: list[str], payload: Mapping[str, Any]
+    ) -> Prepared:
         if not ids:
             why = (
                 "; ".join(dropped) if dropped else "the event has no email, phone or advertising id"
