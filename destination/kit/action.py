@@ -18,7 +18,6 @@ the per-event half of the pipeline. Nothing here knows about TikTok.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -113,7 +112,7 @@ def drop_empty(payload: Mapping[str, Any]) -> dict[str, Any]:
 class Subscription:
     """An action fed by the events that match ``condition``, through ``mapping``.
 
-    ``routed`` counts the events it took and ``seen`` how often each field had a value;
+    ``routed`` counts the events it took and ``seen`` names the fields that had a value;
     ``mapped_from_event`` names the fields the mapping file maps its own way from the
     event (not the field's default mapping, not a literal), so such a mapping that points
     nowhere can be reported. A default mapping finding nothing is normal: not every user
@@ -127,10 +126,12 @@ class Subscription:
     validator: PayloadValidator = field(repr=False)
     mapped_from_event: tuple[str, ...] = ()
     routed: int = 0
-    seen: Counter[str] = field(default_factory=Counter)
+    # the payloads' field names (routed here) and fields as bits (digested elsewhere):
+    # a few distinct ones per run, so ``seen`` costs a set insertion per event
+    _shapes: set[tuple[str, ...]] = field(init=False, repr=False, default_factory=set)
+    _masks: set[int] = field(init=False, repr=False, default_factory=set)
     _two_step: bool = field(init=False, repr=False, default=False)
     _bits: dict[str, int] = field(init=False, repr=False, default_factory=dict)
-    _names: dict[int, tuple[str, ...]] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._two_step = isinstance(self.action, TwoStepAction)
@@ -140,7 +141,7 @@ class Subscription:
         """Map, drop empty values, validate and prepare one event; ``PayloadError`` if bad."""
         payload = drop_empty(self.mapping.apply(event))
         self.routed += 1
-        self.seen.update(payload.keys())
+        self._shapes.add(tuple(payload))
         problems = self.validator.problems(payload)
         if problems:
             raise PayloadError("; ".join(problems))
@@ -170,10 +171,14 @@ class Subscription:
     def account(self, mask: int) -> None:
         """Count one event routed by ``digest`` elsewhere, as ``route`` counts its own."""
         self.routed += 1
-        names = self._names.get(mask)
-        if names is None:
-            names = self._names[mask] = tuple(n for n, b in self._bits.items() if mask & b)
-        self.seen.update(names)
+        self._masks.add(mask)
+
+    @property
+    def seen(self) -> frozenset[str]:
+        """The fields that had a value in at least one event this subscription took."""
+        names = {name for shape in self._shapes for name in shape}
+        names.update(n for n, bit in self._bits.items() if any(m & bit for m in self._masks))
+        return frozenset(names)
 
     def place(self, digest: Any) -> Prepared:
         """The rest of ``route`` for a digest made by ``digest``; ``PayloadError`` if bad."""

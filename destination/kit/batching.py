@@ -46,9 +46,12 @@ class Batcher(Generic[T]):
 
     def add(self, group: Hashable, item: T) -> Batch[T] | None:
         """Add one item; return a batch that must be sent now, if any."""
-        self._open.setdefault(group, []).append(item)
+        items = self._open.get(group)
+        if items is None:
+            items = self._open[group] = []
+        items.append(item)
         self._held += 1
-        if self.is_full(group):
+        if len(items) >= self.size:
             return self.take(group)
         if self._held > self.max_held:
             return self.take(max(self._open, key=lambda g: len(self._open[g])))

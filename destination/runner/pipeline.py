@@ -228,7 +228,10 @@ class Pipeline:
             waiting = self._open_keys.get(prepared.conflicts)
             if waiting and not waiting.isdisjoint(prepared.keys):
                 self._make_ready(self._batcher.take(prepared.conflicts))
-        self._open_keys.setdefault(prepared.group, set()).update(prepared.keys)
+        keys = self._open_keys.get(prepared.group)
+        if keys is None:
+            keys = self._open_keys[prepared.group] = set()
+        keys.update(prepared.keys)
         full = self._batcher.add(prepared.group, (event, subscription.name, prepared.item))
         if full is not None:
             self._make_ready(full)

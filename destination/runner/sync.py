@@ -224,8 +224,9 @@ def _unmapped_warnings(subscriptions: Sequence[Subscription], source: str) -> li
     for subscription in subscriptions:
         if not subscription.routed:
             continue
+        seen = subscription.seen
         for name in subscription.mapped_from_event:
-            if not subscription.seen[name]:
+            if name not in seen:
                 warnings.append(
                     f"{source}: subscription {subscription.name!r}: field {name} was empty in "
                     f"all {subscription.routed} events it took; check its mapping"

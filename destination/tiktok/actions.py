@@ -195,7 +195,8 @@ class Membership(_CatalogueAction):
                 "; ".join(dropped) if dropped else "the event has no email, phone or advertising id"
             )
             raise PayloadError(f"no usable identifier: {why}", reason="no_identifier")
-        self._context.dropped.update(dropped)
+        if dropped:
+            self._context.dropped.update(dropped)
         advertiser_id = resolve_advertiser(payload, self._context.settings)
         audience_id = self._audience(payload, advertiser_id)
         opposite = "delete" if self._tiktok_action == "add" else "add"
