@@ -43,7 +43,7 @@ class LeanFake(FakeTikTok):
         super().__init__(**kwargs)
         self.lean_calls = 0
 
-    def send(self, request: ApiRequest) -> ApiResponse:
+    def receive(self, request: ApiRequest) -> ApiResponse:
         token = next(
             (value for name, value in request.headers.items() if name.lower() == "access-token"),
             None,
@@ -61,7 +61,7 @@ class LeanFake(FakeTikTok):
                 "data": {},
             }
             return ApiResponse(status=200, body=body)
-        return super().send(request)
+        return super().receive(request)
 
 
 def benchmark_fake(*, lean: bool = False) -> FakeTikTok:

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import orjson
+
 from destination.backends import API_VERSION, ApiRequest, ApiResponse
 from destination.fake_server.faults import FakeConnectionDrop
 from destination.fake_server.portal import PortalReply
@@ -91,11 +93,14 @@ class _Handler(BaseHTTPRequestHandler):
 
         body: Any = None
         if raw:
-            text = raw.decode("utf-8", errors="replace")
             try:
-                body = json.loads(text)
-            except ValueError:
-                body = text  # the fake answers 40002 "Invalid JSON body"
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:  # stricter: let the standard library judge
+                text = raw.decode("utf-8", errors="replace")
+                try:
+                    body = json.loads(text)
+                except ValueError:
+                    body = text  # the fake answers 40002 "Invalid JSON body"
         params = {
             name: values[0]
             for name, values in parse_qs(parts.query, keep_blank_values=True).items()
@@ -109,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         server: _Server = self.server  # type: ignore[assignment]
         try:
-            response = server.fake.send(request)
+            response = server.fake.receive(request)  # parsed here: no one else holds it
         except FakeConnectionDrop:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)  # closed with no reply
@@ -147,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = response.text.encode("utf-8")
             content_type = "text/html; charset=utf-8"
         else:
-            payload = json.dumps(response.body).encode("utf-8")
+            payload = orjson.dumps(response.body)
             content_type = "application/json"
         self.send_response(response.status)
         self.send_header("Content-Type", content_type)

@@ -548,12 +548,18 @@ class FakeTikTok:
     def send(self, request: ApiRequest) -> ApiResponse:
         """Handle one request the way TikTok would."""
         # Keep our own copy: a caller mutating its dicts later must not rewrite history.
-        received = replace(
-            request,
-            params=dict(request.params),
-            headers=dict(request.headers),
-            json=copy.deepcopy(request.json),
+        return self.receive(
+            replace(
+                request,
+                params=dict(request.params),
+                headers=dict(request.headers),
+                json=copy.deepcopy(request.json),
+            )
         )
+
+    def receive(self, received: ApiRequest) -> ApiResponse:
+        """``send`` for a request no one else holds (the HTTP server's, parsed from the
+        wire): kept as it is, without a copy."""
         with self._lock:
             self._requests.append(received)
             self._received_at.append(time.monotonic())
