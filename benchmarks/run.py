@@ -873,11 +873,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown here")
     parser.add_argument(
-        "--workers", type=int, help="the sync's workers setting (default: left out, so 0)"
+        "--workers",
+        help='the sync\'s workers setting: N or "auto" (default: left out, so "auto")',
     )
     args = parser.parse_args(argv)
     if args.workers is not None:
-        BENCH_SETTINGS["workers"] = args.workers  # in the mapping, and in the report
+        workers = args.workers if args.workers == "auto" else int(args.workers)
+        BENCH_SETTINGS["workers"] = workers  # in the mapping, and in the report
     sizes: list[int] = [10_000, 100_000] if args.quick else args.sizes
 
     facts = machine_facts()

@@ -63,6 +63,18 @@ log = logging.getLogger("destination")
 DEFAULT_CALLBACK_PORT = 8766
 
 
+def _workers(text: str) -> int | str:
+    """``--workers``: "auto" or a whole number (the settings check its range)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'expected "auto" or a whole number, got {text!r}'
+        ) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tiktok-audiences",
@@ -90,7 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--base-url", help="API root (overrides settings and TIKTOK_API_BASE_URL)")
     sync.add_argument("--batch-size", type=int, help="users per request, 1..10000")
     sync.add_argument("--concurrency", type=int, help="requests in flight at once")
-    sync.add_argument("--workers", type=int, help="processes that parse and hash events (0: none)")
+    sync.add_argument(
+        "--workers",
+        type=_workers,
+        help='processes that parse and hash events: 0 (none), N, or "auto" (the default)',
+    )
     sync.add_argument("--audience-state", type=Path, help="file remembering created audiences")
 
     _auth_parser(commands)

@@ -20,12 +20,19 @@ from typing import Any
 import pytest
 
 from destination.backends import ApiRequest, Backend
+from destination.cli import main
 from destination.demo import DEMO_ADVERTISER_ID, DEMO_TOKEN, demo_fake
 from destination.errors import ConfigurationError, DestinationError
 from destination.fake_server import FakeTikTok
 from destination.runner import workers as workers_module
 from destination.runner.sync import SyncOptions, run_sync
-from destination.settings import Secret, Settings, resolve_settings
+from destination.settings import (
+    AUTO_WORKERS_MIN_BYTES,
+    Secret,
+    Settings,
+    auto_workers,
+    resolve_settings,
+)
 from destination.tiktok.destination import load_mapping_file
 from tests.fake_backends import AfterRequests, CrashAfter
 
@@ -358,11 +365,58 @@ def test_the_workers_setting_comes_from_the_file_the_environment_or_the_flag() -
             {"workers": 1}, environ=environ, overrides=overrides, need_token=False
         )
 
-    assert Settings().workers == 0
+    assert Settings().workers == "auto"
     assert resolve({}).workers == 1
     assert resolve({"TIKTOK_WORKERS": "2"}).workers == 2
+    assert resolve({"TIKTOK_WORKERS": "auto"}).workers == "auto"
     assert resolve({"TIKTOK_WORKERS": "2"}, workers=3).workers == 3
-    with pytest.raises(ConfigurationError, match="workers must be a whole number from 0 to 64"):
+    assert resolve({"TIKTOK_WORKERS": "2"}, workers="auto").workers == "auto"
+    with pytest.raises(ConfigurationError, match='workers must be "auto" or a whole number'):
         resolve({}, workers=-1)
+    with pytest.raises(ConfigurationError, match='workers must be "auto" or a whole number'):
+        resolve({}, workers=True)
     with pytest.raises(ConfigurationError, match="TIKTOK_WORKERS='many' is not a number"):
         resolve({"TIKTOK_WORKERS": "many"})
+
+
+def test_auto_workers_start_one_for_a_large_file_on_two_cpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = tmp_path / "small.ndjson"
+    small.write_bytes(b"{}\n")
+    large = tmp_path / "large.ndjson"
+    with large.open("wb") as handle:  # sparse: the size is all that is looked at
+        handle.truncate(AUTO_WORKERS_MIN_BYTES)
+    auto = Settings()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert auto_workers(auto, str(large)) == 1
+    assert auto_workers(auto, str(small)) == 0
+    assert auto_workers(auto, "-") == 0  # standard input: the size is unknown
+    assert auto_workers(auto, str(tmp_path / "missing.ndjson")) == 0
+    assert auto_workers(Settings(workers=3), str(small)) == 3  # a number is taken as it is
+    assert auto_workers(Settings(workers=0), str(large)) == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert auto_workers(auto, str(large)) == 0
+
+
+def test_the_workers_flag_takes_auto_or_a_number(tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path, "legacy")
+    events = str(DEMO / "legacy-events.ndjson")
+    for value in ("auto", "0"):
+        code = main(
+            [
+                "sync",
+                "--mapping",
+                str(mapping),
+                "--events",
+                events,
+                "--dry-run",
+                "--workers",
+                value,
+                "--audience-state",
+                str(tmp_path / f"a-{value}.json"),
+            ]
+        )
+        assert code == 0, value
+    refused = main(["sync", "--mapping", str(mapping), "--events", events, "--workers", "many"])
+    assert refused == 2  # a usage error

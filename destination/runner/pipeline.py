@@ -193,7 +193,8 @@ class Pipeline:
             )
             return
         # kept until answered: the line's bytes, not the parsed event (a tenth of the memory)
-        event = self._current = _Event(Line(line.number, None, data=line.data), count)
+        kept = line if line.event is None else Line(line.number, None, data=line.data)
+        event = self._current = _Event(kept, count)
         self.progress.started(line.number)
         if steps is None:
             for subscription in matched:

@@ -25,7 +25,7 @@ from destination.runner.outputs import OutputFile
 from destination.runner.pipeline import Pipeline, Tally
 from destination.runner.reader import read_ndjson
 from destination.runner.workers import routed_lines
-from destination.settings import TOKEN_VARIABLE, Secret, resolve_settings
+from destination.settings import TOKEN_VARIABLE, Secret, auto_workers, resolve_settings
 from destination.tiktok.actions import Context
 from destination.tiktok.api import RetryPolicy, TikTokApi
 from destination.tiktok.audiences import AudienceRegistry
@@ -145,13 +145,14 @@ def run_sync(
                 progress=checkpoint.progress if checkpoint else None,
                 on_progress=_saver(checkpoint, options.state, rejected, retry),
             )
-            if settings.workers > 0:
+            workers = auto_workers(settings, options.events)
+            if workers > 0:
                 # closed here, whatever happens, so the workers stop with the run
                 with contextlib.closing(
                     routed_lines(
                         stream,
                         max_bytes=settings.max_event_bytes,
-                        workers=settings.workers,
+                        workers=workers,
                         mapping_file=mapping_file,
                         settings=settings,
                         subscriptions=subscriptions,
