@@ -15,7 +15,7 @@ types at least one user of the batch has; each user is a row with one entry per 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,36 +56,49 @@ def user_identifiers(
     get = payload.get
     email = get("email")
     if email is not None and get("send_email", True):
-        try:
-            ids["EMAIL_SHA256"] = hash_email(
-                email,
-                remove_plus_suffix=settings.email_remove_plus_suffix,
-                remove_dots=settings.email_remove_dots,
-            )
-        except PayloadError as exc:
-            dropped.append(str(exc))
+        _hash_into(
+            ids,
+            dropped,
+            "EMAIL_SHA256",
+            hash_email,
+            email,
+            remove_plus_suffix=settings.email_remove_plus_suffix,
+            remove_dots=settings.email_remove_dots,
+        )
     phone = get("phone")
     if phone is not None and get("send_phone", True):
-        try:
-            ids["PHONE_SHA256"] = hash_phone(
-                phone,
-                default_region=settings.default_phone_region,
-                phone_format=settings.phone_format,
-            )
-        except PayloadError as exc:
-            dropped.append(str(exc))
+        _hash_into(
+            ids,
+            dropped,
+            "PHONE_SHA256",
+            hash_phone,
+            phone,
+            default_region=settings.default_phone_region,
+            phone_format=settings.phone_format,
+        )
     advertising_id = get("advertising_id")
     if advertising_id is not None and get("send_advertising_id", True):
         id_type = advertising_id_type(get("device_type"))
-        try:
-            if id_type is None:
-                raise PayloadError(
-                    "advertising id has no known device type (expected ios or android)"
-                )
-            ids[id_type] = hash_advertising_id(advertising_id)
-        except PayloadError as exc:
-            dropped.append(str(exc))
+        if id_type is None:
+            dropped.append("advertising id has no known device type (expected ios or android)")
+        else:
+            _hash_into(ids, dropped, id_type, hash_advertising_id, advertising_id)
     return ids, dropped
+
+
+def _hash_into(
+    ids: dict[str, str],
+    dropped: list[str],
+    id_type: str,
+    hasher: Callable[..., str],
+    value: Any,
+    **options: Any,
+) -> None:
+    """``ids[id_type]`` is the hash of ``value``, or ``dropped`` says why there is none."""
+    try:
+        ids[id_type] = hasher(value, **options)
+    except PayloadError as exc:
+        dropped.append(str(exc))
 
 
 def batch_body(
