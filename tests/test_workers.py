@@ -12,6 +12,7 @@ import json
 import os
 import random
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,24 +302,43 @@ def assert_same_up_to_the_stop(one: Result, other: Result) -> None:
     assert one.requests == other.requests
 
 
-def test_an_auth_stop_with_workers_loses_nothing(tmp_path: Path) -> None:
-    mapping = write_mapping(tmp_path, "native", batch_size=25, max_event_bytes=1024)
-    events = mixed_input(tmp_path / "mixed.ndjson", n=2000, seed=5)
+def stopped_runs(
+    tmp_path: Path,
+    name: str,
+    mapping: Path,
+    events: Path,
+    after: int,
+    trigger: Callable[[FakeTikTok], None],
+    *,
+    retry: bool = False,
+) -> tuple[Result, Result]:
+    """The same input without and with one worker; ``trigger`` changes the fake after
+    ``after`` requests (so that the run stops)."""
     results = []
     for workers in (0, 1):
         fake = demo_fake()
+        backend = AfterRequests(fake, after, trigger)
         results.append(
             run(
                 tmp_path,
-                "auth",
+                name,
                 mapping=mapping,
                 events=events,
                 workers=workers,
-                backend=AfterRequests(fake, 5, lambda f: f.revoke_token(DEMO_TOKEN)),
+                backend=backend,
                 fake=fake,
+                retry=retry,
             )
         )
-    without, with_one = results
+    return results[0], results[1]
+
+
+def test_an_auth_stop_with_workers_loses_nothing(tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path, "native", batch_size=25, max_event_bytes=1024)
+    events = mixed_input(tmp_path / "mixed.ndjson", n=2000, seed=5)
+    without, with_one = stopped_runs(
+        tmp_path, "auth", mapping, events, 5, lambda f: f.revoke_token(DEMO_TOKEN)
+    )
     assert with_one.summary["stopped"]["reason"] == "auth"
     assert with_one.summary["rejected_by_reason"]["auth"] > 1000
     assert_same_up_to_the_stop(with_one, without)
@@ -327,22 +347,9 @@ def test_an_auth_stop_with_workers_loses_nothing(tmp_path: Path) -> None:
 def test_tiktok_staying_down_with_workers_defers_the_same_events(tmp_path: Path) -> None:
     mapping = write_mapping(tmp_path, "native", batch_size=25, max_event_bytes=1024)
     events = mixed_input(tmp_path / "mixed.ndjson", n=1200, seed=9)
-    results = []
-    for workers in (0, 1):
-        fake = demo_fake()
-        results.append(
-            run(
-                tmp_path,
-                "down",
-                mapping=mapping,
-                events=events,
-                workers=workers,
-                backend=AfterRequests(fake, 6, lambda f: f.fail_next(50000, times=1000)),
-                fake=fake,
-                retry=True,
-            )
-        )
-    without, with_one = results
+    without, with_one = stopped_runs(
+        tmp_path, "down", mapping, events, 6, lambda f: f.fail_next(50000, times=1000), retry=True
+    )
     assert with_one.summary["stopped"]["reason"] == "api_unavailable"
     assert with_one.summary["deferred"] > 500
     assert with_one.summary["retry_lines"] == with_one.summary["deferred"]
