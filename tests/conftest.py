@@ -1,4 +1,4 @@
-"""Shared fixtures: every test runs in a clean environment.
+"""Shared fixtures: every test runs in a clean environment and leaves logging as it was.
 
 The developer's ``TIKTOK_*`` variables (a real access token, a sandbox base URL, ...)
 must never change what a test sees, and nothing a test does may read or write the real
@@ -7,7 +7,9 @@ must never change what a test sees, and nothing a test does may read or write th
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,14 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Pat
     monkeypatch.setenv("XDG_STATE_HOME", str(state_home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     return state_home
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """``main`` reconfigures the root logger (``basicConfig(force=True)``, with handlers on
+    the test's captured streams); undo it after every test that may have called it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,16 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = ROOT / "mappings"
 DEMO_EVENTS = ROOT / "fixtures" / "demo" / "native-events.ndjson"
 TOKEN = "cli-secret-token-5b1e9c"
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``main`` reconfigures the root logger (``basicConfig(force=True)``); undo it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @dataclass
