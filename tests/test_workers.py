@@ -36,21 +36,12 @@ from destination.settings import (
 )
 from destination.tiktok.destination import load_mapping_file
 from tests.fake_backends import AfterRequests, CrashAfter
+from tests.test_sync import write_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = ROOT / "mappings"
 DEMO = ROOT / "fixtures" / "demo"
 ADVERTISER = DEMO_ADVERTISER_ID
-
-
-def write_mapping(tmp_path: Path, mode: str, **settings: Any) -> Path:
-    document = json.loads((MAPPINGS / f"segment-{mode}.json").read_text("utf-8"))
-    document["settings"].update(
-        {"qps": 0, "retry_initial_wait": 0, "max_attempts": 3, "concurrency": 1, **settings}
-    )
-    path = tmp_path / f"{mode}-{len(list(tmp_path.glob('*.json')))}.json"
-    path.write_text(json.dumps(document), "utf-8")
-    return path
 
 
 @dataclass
