@@ -174,8 +174,7 @@ def normalize_phone(
         raise PayloadError("phone is empty")
     quick = _quick_split(text, region)
     if quick is not None and _is_valid_split(*quick):
-        code, national = quick
-        return f"+{code}{national}" if phone_format == "e164" else f"{code}{national}"
+        return _e164(*quick, phone_format)
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
@@ -188,16 +187,21 @@ def normalize_phone(
                 "phone has no country code and no default_phone_region is set"
             ) from None
         raise PayloadError("phone is not a valid number") from None
-    parsed_code, parsed_national = number.country_code, str(number.national_number)
-    if number.italian_leading_zero:  # "0" + national: leave it all to phonenumbers
-        if not phonenumbers.is_valid_number(number):
-            raise PayloadError("phone is not a valid number")
-        e164 = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-        return e164 if phone_format == "e164" else e164.removeprefix("+")
-    if parsed_code is None or not _is_valid_split(parsed_code, parsed_national):
+    code = number.country_code or 0
+    if number.italian_leading_zero:  # "0" + national: leave the check to phonenumbers
+        national = str(phonenumbers.national_significant_number(number))
+        valid = phonenumbers.is_valid_number(number)
+    else:
+        national = str(number.national_number)
+        valid = _is_valid_split(code, national)
+    if not valid:
         raise PayloadError("phone is not a valid number")
-    e164_digits = f"{parsed_code}{parsed_national}"
-    return "+" + e164_digits if phone_format == "e164" else e164_digits
+    return _e164(code, national, phone_format)
+
+
+def _e164(code: int, national: str, phone_format: PhoneFormat) -> str:
+    """What ``phonenumbers.format_number(..., E164)`` writes, in ``phone_format``."""
+    return f"+{code}{national}" if phone_format == "e164" else f"{code}{national}"
 
 
 def _quick_split(text: str, region: str | None) -> tuple[int, str] | None:
