@@ -37,9 +37,6 @@ class Batcher(Generic[T]):
         """How many items wait in open batches."""
         return self._held
 
-    def is_full(self, group: Hashable) -> bool:
-        return len(self._open.get(group, ())) >= self.size
-
     def is_open(self, group: Hashable) -> bool:
         """Whether items of ``group`` are waiting."""
         return group in self._open
