@@ -47,7 +47,7 @@ def _why_not_json(data: bytes) -> str:
     it, falling back to orjson's own kind of refusal.
     """
     try:
-        json.loads(data.decode("utf-8"))
+        json.loads(data.decode("utf-8").rstrip("\r\n"))  # else a column past the end
     except UnicodeDecodeError:
         return "not UTF-8 text"
     except json.JSONDecodeError as exc:
