@@ -118,6 +118,46 @@ def test_the_demo_fixtures_give_the_same_results_with_workers(tmp_path: Path, mo
     assert result.requests
 
 
+def test_values_of_every_json_kind_come_back_from_the_workers_unchanged(tmp_path: Path) -> None:
+    # a worker hands its chunk's results back as JSON: text beyond ASCII, numbers of every
+    # size, nested values and messages quoting them must arrive as the main process's own
+    def create(name: Any) -> bytes:
+        event = {"type": "track", "event": "Create Audience", "properties": {"audience_name": name}}
+        return json.dumps(event, ensure_ascii=False).encode("utf-8")
+
+    def entered(traits: dict[str, Any]) -> bytes:
+        event = {"type": "track", "event": "Audience Entered", "context": {"traits": traits}}
+        return json.dumps(event).encode("utf-8")
+
+    lines = [
+        create('Ünïcødé 🎯 "quoted"\n\ttabbed \\ back'),
+        create(18446744073709551615),
+        create(-9223372036854775808),
+        create(1.5e-320),
+        create({"nested": [1, 2.5, None, True, "x"]}),
+        create(""),
+        entered({"email": "JOSÉ.Ñandú@Example.com", "phone": "+49 30 901820"}),
+        entered({"email": "ok@example.com", "phone": 14155552671}),
+        entered({"email": ["a@b.co"], "phone": {"n": 1}}),
+        b'"just a string"',
+        b"[1, 2]",
+        b'{"type": "track", "event": "\xff\xfe not UTF-8"}',
+        b'{"type": "track", "event": "Audience Entered", "context": {"traits": {"email": ',
+    ]
+    events = tmp_path / "kinds.ndjson"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    result = same_with_workers(
+        tmp_path, "kinds", counts=(1,), mapping=write_mapping(tmp_path, "legacy"), events=events
+    )
+    assert result.summary["received"] == len(lines)
+    assert result.summary["delivered_by_subscription"] == {"Create Audience": 1, "Add Users": 1}
+    assert result.summary["rejected_by_reason"] == {"invalid": 7, "invalid_json": 4}
+    assert f"line 13 is not valid JSON (Expecting value, column {len(lines[-1]) + 1})" in (
+        result.rejected
+    )
+    assert "Ünïcødé 🎯" in "".join(str(r[2]) for r in result.requests)
+
+
 def user_event(user: int, *, entered: bool, **traits: Any) -> dict[str, Any]:
     return {
         "type": "track",

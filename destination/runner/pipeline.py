@@ -39,7 +39,7 @@ from destination.runner.checkpoint import Progress
 from destination.runner.outputs import OutputFile, rejected_record
 from destination.runner.reader import Line
 
-__all__ = ["STOP_REASONS", "Pipeline", "Routed", "Steps", "Tally"]
+__all__ = ["FEW_COLLECTIONS", "STOP_REASONS", "Pipeline", "Routed", "Steps", "Tally"]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ STOP_REASONS: dict[str, type[Exception]] = {
 
 
 # an event routed elsewhere (by ``Subscription.digest``, in a worker process): per
-# matching subscription, the payload's fields as bits, the digest, or (reason, message)
-Steps = list[tuple[Subscription, int, Any, tuple[str, str] | None]]
+# matching subscription, the payload's fields as bits, the digest, or [reason, message]
+Steps = list[tuple[Subscription, int, Any, Sequence[str] | None]]
 # a line and, when it was routed elsewhere, its steps (the line then keeps no event)
 Routed = tuple[Line, Steps | None]
 
@@ -352,6 +352,10 @@ class Pipeline:
             self._finish(_Event(line, 0, [failure]))
 
 
+# the cyclic collector's thresholds while streaming (the defaults are 700, 10, 10)
+FEW_COLLECTIONS = (100_000, 50, 100)
+
+
 @contextlib.contextmanager
 def _few_collections() -> Iterator[None]:
     """Run the cyclic garbage collector seldom while streaming.
@@ -361,7 +365,7 @@ def _few_collections() -> Iterator[None]:
     of the run's time. Reference counting frees them all the same.
     """
     thresholds = gc.get_threshold()
-    gc.set_threshold(100_000, 50, 100)
+    gc.set_threshold(*FEW_COLLECTIONS)
     try:
         yield
     finally:
@@ -369,7 +373,7 @@ def _few_collections() -> Iterator[None]:
 
 
 def _place(
-    subscription: Subscription, mask: int, digest: Any, error: tuple[str, str] | None
+    subscription: Subscription, mask: int, digest: Any, error: Sequence[str] | None
 ) -> Prepared:
     """The main-process half of routing an event a worker digested."""
     subscription.account(mask)
