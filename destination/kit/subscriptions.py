@@ -215,7 +215,10 @@ class _And(Condition):
         object.__setattr__(self, "_tests", tuple(op.matches for op in self.operands))
 
     def matches(self, event: Mapping[str, Any]) -> bool:
-        return all(test(event) for test in self._tests)
+        for test in self._tests:  # noqa: SIM110 (all() over a generator costs twice this)
+            if not test(event):
+                return False
+        return True
 
     def __str__(self) -> str:
         return " and ".join(_wrap(op, self._precedence) for op in self.operands)
@@ -231,7 +234,10 @@ class _Or(Condition):
         object.__setattr__(self, "_tests", tuple(op.matches for op in self.operands))
 
     def matches(self, event: Mapping[str, Any]) -> bool:
-        return any(test(event) for test in self._tests)
+        for test in self._tests:  # noqa: SIM110 (as in _And)
+            if test(event):
+                return True
+        return False
 
     def __str__(self) -> str:
         return " or ".join(_wrap(op, self._precedence) for op in self.operands)

@@ -99,9 +99,12 @@ def route_chunk(chunk: Sequence[tuple[int, bytes]]) -> bytes:
     subscriptions = _subscriptions
     results: list[LineResult] = []
     for number, data in chunk:
-        line = parse_line(number, data)
-        event = line.event
-        if event is None:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            event = None
+        if type(event) is not dict:  # parse_line words why (rare: no Line otherwise)
+            line = parse_line(number, data)
             results.append({"raw": line.raw, "error": line.error})
             continue
         results.append(
