@@ -666,7 +666,7 @@ def describe(result: Measurement, file_mb: float) -> str:
         lines.append(
             f"server: CPU {result.server_cpu:.2f} s, peak RSS {_mb(result.server_rss_mb)} MB "
             + (
-                "(its own process; keeps every request body)"
+                "(its own process; checks every row, keeps every audience member)"
                 if result.mode == "http"
                 else "(its own process; answers segment/mapping unchecked)"
             )

@@ -61,6 +61,7 @@ STOP_CODES = {"auth": 4, "api_unavailable": 5}
 
 log = logging.getLogger("destination")
 DEFAULT_CALLBACK_PORT = 8766
+FAKE_SERVER_KEPT_REQUESTS = 1000  # what `fake-server` keeps of the requests it answered
 
 
 def _workers(text: str) -> int | str:
@@ -236,7 +237,8 @@ def _fake_server(args: argparse.Namespace) -> int:
         f"tiktok-audiences auth login --app-id {DEMO_APP_ID}",
         file=sys.stderr,
     )
-    fake = demo_fake()
+    # it may run for long and nothing reads its requests back: keep only the latest
+    fake = demo_fake(keep_requests=FAKE_SERVER_KEPT_REQUESTS)
     if args.faults:
         try:
             plan = FaultPlan(

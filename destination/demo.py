@@ -33,13 +33,13 @@ DEMO_APP_SECRET = "demo-app-secret"  # noqa: S105 (accepted by the fake server o
 DEMO_LEGACY_AUDIENCE = "Newsletter subscribers"
 
 
-def demo_fake() -> FakeTikTok:
+def demo_fake(*, keep_requests: int | None = None) -> FakeTikTok:
     """A fake TikTok with the demo advertiser, token, app and the legacy demo audience.
 
     The audience gets the fake's first id, ``1800000000000000001``: the one the shipped
-    ``mappings/segment-legacy.json`` names.
+    ``mappings/segment-legacy.json`` names. ``keep_requests`` as in ``FakeTikTok``.
     """
-    fake = FakeTikTok()
+    fake = FakeTikTok(keep_requests=keep_requests)
     fake.add_advertiser(DEMO_ADVERTISER_ID, name="Demo advertiser")
     fake.add_token(DEMO_TOKEN, advertiser_ids=[DEMO_ADVERTISER_ID])
     fake.add_app(DEMO_APP_ID, DEMO_APP_SECRET, [DEMO_ADVERTISER_ID], name="Demo app")

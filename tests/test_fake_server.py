@@ -778,6 +778,21 @@ def test_requests_are_recorded_in_order_as_copies(fake: FakeTikTok, audience: st
     assert len(fake.requests) == 2
 
 
+def test_keep_requests_keeps_the_latest_only_and_the_audiences_whole() -> None:
+    fake = make_fake(keep_requests=2)
+    audience = create(fake, "Newsletter subscribers")
+    post(fake, "segment/mapping/", mapping_body(audience))
+    post(fake, "segment/mapping/", {"advertiser_ids": ["adv-1"]})  # refused: 40002
+    post(fake, "segment/mapping/", {"advertiser_ids": ["adv-2"]})  # refused: 40002
+    assert [r.json["advertiser_ids"] for r in fake.requests] == [["adv-1"], ["adv-2"]]
+    assert len(fake.received_at) == 2
+    assert [r.path for r in fake.accepted] == ["segment/audience/", "segment/mapping/"]
+    # what was carried out stays carried out, kept or not
+    assert fake.members(audience)["EMAIL_SHA256"] == {ALICE, BOB}
+    with pytest.raises(ValueError):
+        FakeTikTok(keep_requests=-1)
+
+
 def test_members_returns_a_copy(fake: FakeTikTok, audience: str) -> None:
     post(fake, "segment/mapping/", mapping_body(audience))
     fake.members(audience)["EMAIL_SHA256"].clear()
