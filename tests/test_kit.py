@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from destination.errors import MappingError, PayloadError
+from destination.gc_tuning import FEW_COLLECTIONS, few_collections
 from destination.kit.action import Outcome, Prepared, bind_subscription, drop_empty
 from destination.kit.batching import Batcher
 from destination.kit.fields import Field, default_mapping, payload_schema
@@ -171,3 +173,11 @@ def test_batcher_take_and_is_open() -> None:
     assert not batcher.is_open("g")
     with pytest.raises(ValueError):
         Batcher(0)
+
+
+def test_few_collections_holds_inside_the_block_and_restores_the_thresholds_after() -> None:
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError), few_collections():
+        assert gc.get_threshold() == FEW_COLLECTIONS != before
+        raise RuntimeError("the thresholds come back all the same")
+    assert gc.get_threshold() == before

@@ -8,7 +8,9 @@ requests (bodies, in order: concurrency 1) are equal.
 from __future__ import annotations
 
 import codecs
+import gc
 import json
+import multiprocessing
 import os
 import random
 from collections import Counter
@@ -25,6 +27,7 @@ from destination.cli import main
 from destination.demo import DEMO_ADVERTISER_ID, DEMO_TOKEN, demo_fake
 from destination.errors import ConfigurationError, DestinationError
 from destination.fake_server import FakeTikTok
+from destination.gc_tuning import FEW_COLLECTIONS
 from destination.runner import workers as workers_module
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import (
@@ -414,6 +417,17 @@ def test_worker_processes_never_get_the_access_token(
         workers_module.init_worker(
             load_mapping_file(mapping), Settings(access_token=Secret(DEMO_TOKEN))
         )
+
+
+def test_worker_processes_run_the_garbage_collector_seldom(tmp_path: Path) -> None:
+    mapping_file = load_mapping_file(write_mapping(tmp_path, "legacy"))
+    with ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context(workers_module.START_METHOD),
+        initializer=workers_module.init_worker,
+        initargs=(mapping_file, Settings()),
+    ) as pool:
+        assert pool.submit(gc.get_threshold).result() == FEW_COLLECTIONS
 
 
 def _die(chunk: Any) -> Any:

@@ -22,6 +22,7 @@ from destination.backends import API_VERSION, ApiRequest, ApiResponse
 from destination.fake_server.faults import FakeConnectionDrop
 from destination.fake_server.portal import PortalReply
 from destination.fake_server.state import FakeTikTok
+from destination.gc_tuning import few_collections
 from destination.serving import BackgroundServer
 
 __all__ = ["RunningServer", "serve_forever", "serve_in_thread"]
@@ -210,13 +211,15 @@ def serve_forever(
     """Serve ``fake`` until Ctrl-C (then return normally).
 
     ``on_ready`` is called with the base URL once the socket is bound (useful with
-    ``port=0``, or to print where the server listens).
+    ``port=0``, or to print where the server listens). The garbage collector runs seldom
+    meanwhile (``gc_tuning``): every request's body is thousands of containers.
     """
     server = _make_server(fake, host, port)
     try:
         if on_ready is not None:
             on_ready(_base_url(server))
-        server.serve_forever()
+        with few_collections():
+            server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:

@@ -22,8 +22,6 @@ not: ``received == delivered + rejected + deferred`` however the run ends.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import queue
 from collections import Counter
@@ -33,13 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from destination.errors import ApiUnavailableError, AuthenticationError, PayloadError
+from destination.gc_tuning import few_collections
 from destination.kit.action import Action, Outcome, Prepared, Subscription
 from destination.kit.batching import Batch, Batcher
 from destination.runner.checkpoint import Progress
 from destination.runner.outputs import OutputFile, rejected_record
 from destination.runner.reader import Line
 
-__all__ = ["FEW_COLLECTIONS", "STOP_REASONS", "Pipeline", "Routed", "Steps", "Tally"]
+__all__ = ["STOP_REASONS", "Pipeline", "Routed", "Steps", "Tally"]
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +152,7 @@ class Pipeline:
         """Batch and send lines routed elsewhere (or here, for those without steps)."""
         source = iter(lines)
         with (
-            _few_collections(),
+            few_collections(),
             ThreadPoolExecutor(self._concurrency, thread_name_prefix="sender") as pool,
         ):
             try:
@@ -350,26 +349,6 @@ class Pipeline:
             else:
                 failure = ("", stop.reason, not_sent)
             self._finish(_Event(line, 0, [failure]))
-
-
-# the cyclic collector's thresholds while streaming (the defaults are 700, 10, 10)
-FEW_COLLECTIONS = (100_000, 50, 100)
-
-
-@contextlib.contextmanager
-def _few_collections() -> Iterator[None]:
-    """Run the cyclic garbage collector seldom while streaming.
-
-    Every event allocates dozens of containers that die young and never form cycles; at
-    the default thresholds the collector runs every 700 allocations and took a quarter
-    of the run's time. Reference counting frees them all the same.
-    """
-    thresholds = gc.get_threshold()
-    gc.set_threshold(*FEW_COLLECTIONS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
 
 
 def _place(

@@ -41,8 +41,9 @@ import orjson
 
 from destination.backends import DryRunBackend
 from destination.errors import DestinationError
+from destination.gc_tuning import FEW_COLLECTIONS
 from destination.kit.action import Subscription
-from destination.runner.pipeline import FEW_COLLECTIONS, Routed
+from destination.runner.pipeline import Routed
 from destination.runner.reader import Line, parse_line, read_lines
 from destination.settings import Secret, Settings
 from destination.tiktok.actions import Context
@@ -68,7 +69,7 @@ def init_worker(mapping_file: MappingFile, settings: Settings) -> None:
     if settings.access_token is not None:
         raise ValueError("worker processes must not get the access token")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    gc.set_threshold(*FEW_COLLECTIONS)  # as in the main process's pipeline
+    gc.set_threshold(*FEW_COLLECTIONS)  # for good: this process only routes events
     _exit_with_parent(os.getppid())
     context = Context(
         settings=settings,
