@@ -13,6 +13,8 @@ import json
 import multiprocessing
 import os
 import random
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -365,6 +367,40 @@ def stopped_runs(
             )
         )
     return results[0], results[1]
+
+
+def _slow_route_chunk(chunk: Any) -> bytes:
+    time.sleep(0.05)  # in a worker process: a worker that falls behind
+    return workers_module.route_chunk(chunk)
+
+
+def test_the_main_process_routes_chunks_itself_while_the_workers_are_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mapping = write_mapping(tmp_path, "native", batch_size=40, max_event_bytes=1024)
+    events = mixed_input(tmp_path / "mixed.ndjson", n=1500, seed=5)
+    reference = run(tmp_path, "behind", mapping=mapping, events=events, workers=0)
+
+    routed_here: list[int] = []
+    route_lines = workers_module._route_lines
+
+    def counting(subscriptions: Any, chunk: Any) -> Any:
+        routed_here.append(len(chunk))
+        return route_lines(subscriptions, chunk)
+
+    monkeypatch.setattr(workers_module, "CHUNK_LINES", 40)
+    monkeypatch.setattr(workers_module, "route_chunk", _slow_route_chunk)
+    monkeypatch.setattr(workers_module, "_route_lines", counting)
+    switch_interval = sys.getswitchinterval()
+    result = run(tmp_path, "behind", mapping=mapping, events=events, workers=1)
+
+    assert sys.getswitchinterval() == switch_interval  # set for the run only
+
+    assert len(routed_here) >= 5
+    assert sum(routed_here) <= 1500 - 4 * 40  # the worker always has the first chunks
+    assert result.summary == reference.summary
+    assert result.rejected == reference.rejected
+    assert result.requests == reference.requests
 
 
 def test_an_auth_stop_with_workers_loses_nothing(tmp_path: Path) -> None:

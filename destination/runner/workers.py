@@ -28,6 +28,7 @@ import gc
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -54,6 +55,7 @@ from destination.tiktok.destination import MappingFile, bind
 __all__ = ["CHUNK_LINES", "init_worker", "route_chunk", "routed_lines"]
 
 CHUNK_LINES = 512
+SWITCH_SECONDS = 0.0002  # the GIL's switch interval while workers run (see routed_lines)
 START_METHOD = "spawn"
 
 # one line's result from a worker, as JSON: {"raw": text, "error": why} for a line that is
@@ -97,7 +99,13 @@ def _exit_with_parent(parent: int) -> None:
 def route_chunk(chunk: Sequence[tuple[int, bytes]]) -> bytes:
     """Parse, match and digest a chunk of raw lines (in a worker process): a JSON array
     with a ``LineResult`` per line."""
-    subscriptions = _subscriptions
+    return orjson.dumps(_route_lines(_subscriptions, chunk))
+
+
+def _route_lines(
+    subscriptions: Sequence[Subscription], chunk: Sequence[tuple[int, bytes]]
+) -> list[LineResult]:
+    """What ``route_chunk`` does, wherever it runs, before the JSON."""
     results: list[LineResult] = []
     for number, data in chunk:
         try:
@@ -115,7 +123,7 @@ def route_chunk(chunk: Sequence[tuple[int, bytes]]) -> bytes:
                 if subscription.condition.matches(event)
             ]
         )
-    return orjson.dumps(results)
+    return results
 
 
 def routed_lines(
@@ -139,28 +147,48 @@ def routed_lines(
         initializer=init_worker,
         initargs=(mapping_file, replace(settings, access_token=None)),
     )
+    # The pool's threads move chunks through pipes, giving up the GIL at every write and
+    # read; at the default interval (5 ms) each took that long to get it back from a main
+    # thread busy routing, and the workers sat idle.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_SECONDS)
     ahead = 2 * workers + 2
-    pending: deque[tuple[list[Line | tuple[int, bytes]], Future[bytes]]] = deque()
+    # per chunk in flight, in input order: its worker's answer to come, or its results
+    # routed here
+    pending: deque[tuple[list[Line | tuple[int, bytes]], Future[bytes] | list[LineResult]]]
+    pending = deque()
+
+    def ready() -> bool:
+        answer = pending[0][1]
+        return isinstance(answer, list) or answer.done()
 
     def submit(chunk: list[Line | tuple[int, bytes]]) -> None:
         raw = [item for item in chunk if not isinstance(item, Line)]
-        pending.append((chunk, pool.submit(route_chunk, raw)))
+        if len(pending) >= ahead and not ready():
+            # The workers are behind: route this chunk here rather than wait for them (the
+            # same digests: the same subscriptions, compiled the same way).
+            pending.append((chunk, _route_lines(subscriptions, raw)))
+        else:
+            pending.append((chunk, pool.submit(route_chunk, raw)))
 
     def results() -> Iterator[Routed]:
-        chunk, future = pending.popleft()
-        answers: Iterator[LineResult] = iter(orjson.loads(future.result()))
+        chunk, answer = pending.popleft()
+        results: list[LineResult] = (
+            answer if isinstance(answer, list) else orjson.loads(answer.result())
+        )
+        answers = iter(results)
         for item in chunk:
             if isinstance(item, Line):  # too long: never sent
                 yield item, None
                 continue
             number, data = item
-            answer = next(answers)
-            if isinstance(answer, dict):
-                yield Line(number, None, answer["raw"], answer["error"], data.rstrip(b"\r\n")), None
+            result = next(answers)
+            if isinstance(result, dict):
+                yield Line(number, None, result["raw"], result["error"], data.rstrip(b"\r\n")), None
                 continue
             yield (
                 Line(number, None, data=data.rstrip(b"\r\n")),
-                [(subscriptions[i], mask, digest, err) for i, mask, digest, err in answer],
+                [(subscriptions[i], mask, digest, err) for i, mask, digest, err in result],
             )
 
     try:
@@ -172,7 +200,8 @@ def routed_lines(
             if len(chunk) >= CHUNK_LINES:
                 submit(chunk)
                 chunk = []
-                if len(pending) >= ahead:
+                # the oldest chunk's results once ready; at twice ``ahead`` in flight, wait
+                while len(pending) >= 2 * ahead or (len(pending) >= ahead and ready()):
                     yield from results()
         if chunk:
             submit(chunk)
@@ -185,3 +214,4 @@ def routed_lines(
         ) from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        sys.setswitchinterval(switch_interval)
