@@ -7,7 +7,10 @@ line, matches the subscriptions and runs ``Subscription.digest`` (map, drop empt
 validate, normalize and hash the identifiers) for each one that matches. The main
 process takes the chunks' results strictly in input order, at most a few chunks ahead
 (memory stays flat), and does everything else as without workers: creating audiences,
-batching, sending, counting, the output files and the checkpoint.
+batching, sending, counting, the output files and the checkpoint. When the workers fall
+behind (the oldest chunk not back yet with ``ahead`` chunks out), the main process
+routes the next chunk itself rather than wait: with one worker on two cores, the two
+processes then share the routing.
 
 A chunk's results travel back as one JSON document (orjson): everything in them came
 from JSON or is text, and building the main process's objects from JSON costs about half
