@@ -39,6 +39,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import pyspy
 from benchmarks.generate import DEFAULT_DATA_DIR, cached_events
 
 __all__ = ["Floor", "Measurement", "floor", "main"]
@@ -577,6 +578,29 @@ def profile(size: int, events: Path, mode: str, timer: str, top: int = 25) -> Pa
     return out
 
 
+def sample(size: int, events: Path, mode: str, top: int = 15) -> Path:
+    """One more sync of ``events`` under py-spy, every process; print each one's top."""
+    out_dir = DEFAULT_DATA_DIR / "profiles"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = out_dir / f"sync-{mode}-n{size}-py-spy-{stamp}.txt"
+    with tempfile.TemporaryDirectory(prefix="tiktok-bench-py-spy-") as tmp:
+        work = Path(tmp)
+        mapping = _write_mapping(work)
+        with _environment(mode, work) as (env, _server):
+            command = [sys.executable, "-m", "destination"]
+            command += _sync_args(mapping, events, work, mode)
+            returncode = pyspy.record(command, env, out)
+        if returncode != 0:
+            raise RuntimeError(f"the sampled sync exited with {returncode}")
+    print(
+        f"\n== py-spy: {size:,} events, {mode}, every process of the sync, {pyspy.RATE} "
+        f"samples/s of the thread holding the GIL; {out}"
+    )
+    print(pyspy.report(pyspy.summarize(out.read_text("utf-8")), top=top))
+    return out
+
+
 # --------------------------------------------------------------------------- reporting
 
 
@@ -867,6 +891,12 @@ def main(argv: list[str] | None = None) -> int:
         default="wall",
         help="what --profile counts: wall time, waits included (default), or CPU time",
     )
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="sample one more sync of the first size, every process, with py-spy "
+        "(pip install py-spy)",
+    )
     parser.add_argument("--seed", type=int, default=42, help="the events files' seed (42)")
     parser.add_argument(
         "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where generated files are cached"
@@ -904,6 +934,8 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(result, events.stat().st_size / MB), flush=True)
         if args.profile and index == 0:
             profile(size, events, args.mode, args.profile_timer)
+        if args.py_spy and index == 0:
+            sample(size, events, args.mode)
 
     print("\n== summary\n" + text_table(results))
     print("\ntargets (reported, not asserted):")

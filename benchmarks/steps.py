@@ -6,9 +6,10 @@ Reads the first N lines (default 20,000) of the benchmark's events file (generat
 missing), binds the mapping file's subscriptions for a dry run, and times the steps one
 at a time on the same lines: parse, match, map, drop empties, validate, hash the
 identifiers, place (audience and batch group), then the whole route as the pipeline runs
-it and a whole ``sync --dry-run`` in this process. Each step's input is computed
-beforehand, so a row is that step alone. This is the "Where the time goes" table of
-``RESULTS.md``.
+it, the main process's part for events a worker routed (from the worker's JSON to the
+finished event: place, batch, the request bodies, the results) and a whole
+``sync --dry-run`` in this process. Each step's input is computed beforehand, so a row is
+that step alone. This is the "Where the time goes" table of ``RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ import orjson
 from benchmarks.generate import cached_events
 from destination.backends import DryRunBackend
 from destination.kit.action import drop_empty
+from destination.runner.outputs import OutputFile
+from destination.runner.pipeline import Pipeline
+from destination.runner.reader import Line
 from destination.runner.sync import SyncOptions, run_sync
+from destination.runner.workers import route_lines
 from destination.settings import Secret, resolve_settings
 from destination.tiktok.actions import Context, user_identifiers
 from destination.tiktok.api import TikTokApi
@@ -127,6 +132,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
             ),
         ]
+
+        routed = orjson.dumps(route_lines(subscriptions, list(enumerate(lines, 1))))
+
+        def main_part() -> None:
+            answers = orjson.loads(routed)  # as the main process takes a chunk's results
+            pipeline = Pipeline(
+                subscriptions,
+                batch_size=BENCH_SETTINGS["batch_size"],
+                rejected=OutputFile(None, what="rejected file"),
+                retry=OutputFile(None, what="retry file"),
+                concurrency=4,
+            )
+            pipeline.run_routed(
+                (
+                    Line(number, None, data=line.rstrip(b"\n")),
+                    [(subscriptions[i], mask, digest, err) for i, mask, digest, err in answer],
+                )
+                for number, (line, answer) in enumerate(zip(lines, answers, strict=True), 1)
+            )
+
+        rows.append(
+            ("main process's part for events a worker routed", best_of(3, main_part, count))
+        )
 
         data = b"".join(lines)
         environ: dict[str, Any] = {}

@@ -382,7 +382,7 @@ def test_the_main_process_routes_chunks_itself_while_the_workers_are_behind(
     reference = run(tmp_path, "behind", mapping=mapping, events=events, workers=0)
 
     routed_here: list[int] = []
-    route_lines = workers_module._route_lines
+    route_lines = workers_module.route_lines
 
     def counting(subscriptions: Any, chunk: Any) -> Any:
         routed_here.append(len(chunk))
@@ -390,7 +390,7 @@ def test_the_main_process_routes_chunks_itself_while_the_workers_are_behind(
 
     monkeypatch.setattr(workers_module, "CHUNK_LINES", 40)
     monkeypatch.setattr(workers_module, "route_chunk", _slow_route_chunk)
-    monkeypatch.setattr(workers_module, "_route_lines", counting)
+    monkeypatch.setattr(workers_module, "route_lines", counting)
     switch_interval = sys.getswitchinterval()
     result = run(tmp_path, "behind", mapping=mapping, events=events, workers=1)
 

@@ -55,7 +55,7 @@ from destination.tiktok.api import TikTokApi
 from destination.tiktok.audiences import AudienceRegistry
 from destination.tiktok.destination import MappingFile, bind
 
-__all__ = ["CHUNK_LINES", "init_worker", "route_chunk", "routed_lines"]
+__all__ = ["CHUNK_LINES", "init_worker", "route_chunk", "route_lines", "routed_lines"]
 
 CHUNK_LINES = 512
 SWITCH_SECONDS = 0.0002  # the GIL's switch interval while workers run (see routed_lines)
@@ -102,13 +102,14 @@ def _exit_with_parent(parent: int) -> None:
 def route_chunk(chunk: Sequence[tuple[int, bytes]]) -> bytes:
     """Parse, match and digest a chunk of raw lines (in a worker process): a JSON array
     with a ``LineResult`` per line."""
-    return orjson.dumps(_route_lines(_subscriptions, chunk))
+    return orjson.dumps(route_lines(_subscriptions, chunk))
 
 
-def _route_lines(
+def route_lines(
     subscriptions: Sequence[Subscription], chunk: Sequence[tuple[int, bytes]]
 ) -> list[LineResult]:
-    """What ``route_chunk`` does, wherever it runs, before the JSON."""
+    """Parse, match and digest a chunk of raw lines (what ``route_chunk`` does, before the
+    JSON), wherever it runs: a ``LineResult`` per line."""
     results: list[LineResult] = []
     for number, data in chunk:
         try:
@@ -170,7 +171,7 @@ def routed_lines(
         if len(pending) >= ahead and not ready():
             # The workers are behind: route this chunk here rather than wait for them (the
             # same digests: the same subscriptions, compiled the same way).
-            pending.append((chunk, _route_lines(subscriptions, raw)))
+            pending.append((chunk, route_lines(subscriptions, raw)))
         else:
             pending.append((chunk, pool.submit(route_chunk, raw)))
 
