@@ -415,6 +415,13 @@ def test_compile_mapping_raises_only_mapping_error_and_apply_never_raises(
         _scribble(first)  # the result shares no container with the event or the mapping
         assert subject == original, "apply changed the event"
         assert compiled.apply(subject) == expected
+        # the payload: what apply gives, less the empty values, in the same order
+        payload = compiled.payload(subject)
+        assert list(payload.items()) == [
+            (key, value)
+            for key, value in expected.items()
+            if value is not None and (not isinstance(value, str) or value.strip())
+        ]
     assert mapping == before, "compiling changed the mapping"
 
 

@@ -10,9 +10,10 @@ import pytest
 
 from destination.errors import MappingError, PayloadError
 from destination.gc_tuning import FEW_COLLECTIONS, few_collections
-from destination.kit.action import Outcome, Prepared, bind_subscription, drop_empty
+from destination.kit.action import Outcome, Prepared, bind_subscription
 from destination.kit.batching import Batcher
 from destination.kit.fields import Field, default_mapping, payload_schema
+from destination.kit.mapping import compile_mapping
 from destination.kit.schema import PayloadValidator, json_pointer
 
 FIELDS = (
@@ -84,10 +85,12 @@ def test_default_mapping_holds_only_fields_with_a_default() -> None:
         ({"list": []}, {"list": []}),
     ],
 )
-def test_drop_empty_removes_null_and_blank_values_only(
+def test_a_payload_leaves_out_null_and_blank_values_only(
     payload: dict[str, Any], expected: dict[str, Any]
 ) -> None:
-    assert drop_empty(payload) == expected
+    mapping = compile_mapping({key: {"@path": f"$.{key}"} for key in payload})
+    assert mapping.payload(payload) == expected
+    assert mapping.apply(payload) == payload
 
 
 def test_route_maps_with_defaults_drops_empties_and_prepares() -> None:

@@ -35,7 +35,6 @@ __all__ = [
     "Subscription",
     "TwoStepAction",
     "bind_subscription",
-    "drop_empty",
 ]
 
 
@@ -101,13 +100,6 @@ class TwoStepAction(Protocol):
     def place(self, digest: Any) -> Prepared: ...
 
 
-def drop_empty(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The payload without keys whose value is None or a blank string."""
-    return {
-        k: v for k, v in payload.items() if v is not None and (not isinstance(v, str) or v.strip())
-    }
-
-
 @dataclass(eq=False)
 class Subscription:
     """An action fed by the events that match ``condition``, through ``mapping``.
@@ -139,7 +131,7 @@ class Subscription:
 
     def route(self, event: Mapping[str, Any]) -> Prepared:
         """Map, drop empty values, validate and prepare one event; ``PayloadError`` if bad."""
-        payload = drop_empty(self.mapping.apply(event))
+        payload = self.mapping.payload(event)
         self.routed += 1
         self._shapes.add(tuple(payload))
         problems = self.validator.problems(payload)
@@ -153,7 +145,7 @@ class Subscription:
         """The pure part of ``route``: ``(fields, digest, None)``, or ``(fields, None,
         (reason, message))`` for a bad payload. ``fields`` (the payload's fields as bits)
         is for ``account``; this subscription's own counters are left alone."""
-        payload = drop_empty(self.mapping.apply(event))
+        payload = self.mapping.payload(event)
         bits = self._bits
         mask = 0
         for name in payload:
