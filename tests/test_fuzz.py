@@ -50,7 +50,6 @@ from destination.tiktok.normalize import (
     normalize_advertising_id,
     normalize_email,
     normalize_phone,
-    sha256_hex,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -529,7 +528,6 @@ NORMALIZERS: dict[str, Callable[[Any], Any]] = {
     "hash_phone/US": lambda v: hash_phone(v, default_region="US"),
     "hash_phone/GB": lambda v: hash_phone(v, default_region="GB", phone_format="e164_no_plus"),
     "hash_advertising_id": hash_advertising_id,
-    "sha256_hex": sha256_hex,
     "normalize_email": normalize_email,
     "normalize_phone": normalize_phone,
     "normalize_phone/US": lambda v: normalize_phone(v, default_region="US"),

@@ -19,7 +19,6 @@ from destination.tiktok.normalize import (
     normalize_advertising_id,
     normalize_email,
     normalize_phone,
-    sha256_hex,
 )
 
 
@@ -339,22 +338,20 @@ def test_63_or_65_hex_characters_are_not_prehashed(
         ),
         (lambda: hash_advertising_id(IDFA), IDFA.lower()),
         (lambda: hash_advertising_id(f" {GAID.upper()} "), GAID),
-        (lambda: sha256_hex("héllo"), "héllo"),
+        (lambda: hash_email(" José@Exämple.com"), "josé@exämple.com"),
     ],
 )
 def test_hash_is_sha256_hex_of_normalized_value(actual: Callable[[], str], normalized: str) -> None:
     assert actual() == sha256(normalized)
 
 
-def test_sha256_hex_known_vector() -> None:
-    expected = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    assert sha256_hex("") == expected
-    assert sha256_hex("abc") == hashlib.sha256(b"abc").hexdigest()
-
-
-def test_sha256_hex_rejects_text_that_is_not_utf8_encodable() -> None:
-    with pytest.raises(PayloadError, match="cannot be encoded"):
-        sha256_hex("\ud800")
+def test_text_that_cannot_be_encoded_never_reaches_the_hash() -> None:
+    with pytest.raises(PayloadError, match="email is not a valid address"):
+        hash_email("j\ud800@example.com")
+    # phonenumbers reads the number out of the text around it: ASCII digits are hashed
+    assert hash_phone("+1 650 253 0000\ud800") == sha256("+16502530000")
+    with pytest.raises(PayloadError, match="advertising id is not 32 hex digits"):
+        hash_advertising_id(IDFA[:-1] + "\ud800")
 
 
 # --- errors and purity -------------------------------------------------------------------
@@ -367,7 +364,6 @@ ALL_FUNCTIONS: list[tuple[str, Callable[[Any], str]]] = [
     ("phone", hash_phone),
     ("advertising id", normalize_advertising_id),
     ("advertising id", hash_advertising_id),
-    ("value to hash", sha256_hex),
 ]
 
 

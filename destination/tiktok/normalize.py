@@ -65,7 +65,6 @@ __all__ = [
     "normalize_advertising_id",
     "normalize_email",
     "normalize_phone",
-    "sha256_hex",
 ]
 
 # phonenumbers compiles its metadata's regular expressions on every call unless its
@@ -105,21 +104,16 @@ def is_sha256_hex(value: str) -> bool:
     return isinstance(value, str) and _SHA256_HEX.fullmatch(value.strip()) is not None
 
 
-def sha256_hex(value: str) -> str:
-    """The SHA-256 of ``value`` encoded as UTF-8, as lowercase hex."""
-    text = _require_str("value to hash", value)
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PayloadError("value to hash cannot be encoded as UTF-8") from None
-    return hashlib.sha256(data).hexdigest()
-
-
 def normalize_email(
     value: str, *, remove_plus_suffix: bool = False, remove_dots: bool = False
 ) -> str:
     """Trim and lowercase an email address, optionally dropping ``+suffix`` and dots."""
-    email = _require_str("email", value).strip().lower()
+    return _email(_require_str("email", value).strip(), remove_plus_suffix, remove_dots)
+
+
+def _email(text: str, remove_plus_suffix: bool, remove_dots: bool) -> str:
+    """``normalize_email`` of a string already trimmed."""
+    email = text.lower()
     local, at, domain = email.partition("@")
     labels = domain.split(".")
     if (
@@ -145,6 +139,8 @@ def normalize_email(
 
 
 def _check_region(default_region: object) -> str | None:
+    if isinstance(default_region, str) and default_region in _REGIONS:
+        return _REGIONS[default_region]  # the same setting for every event: checked once
     if default_region is None:
         return None
     if not isinstance(default_region, str):
@@ -156,7 +152,11 @@ def _check_region(default_region: object) -> str | None:
         raise ConfigurationError(
             f"default_phone_region {default_region!r} is not a region phonenumbers knows"
         )
+    _REGIONS[default_region] = region
     return region
+
+
+_REGIONS: dict[str, str | None] = {}  # a default_phone_region setting -> its region
 
 
 def normalize_phone(
@@ -166,10 +166,14 @@ def normalize_phone(
     phone_format: PhoneFormat = "e164",
 ) -> str:
     """The phone number in E.164 (``phone_format="e164_no_plus"``: without the ``+``)."""
+    return _phone(_require_str("phone", value).strip(), default_region, phone_format)
+
+
+def _phone(text: str, default_region: str | None, phone_format: PhoneFormat) -> str:
+    """``normalize_phone`` of a string already trimmed."""
     if phone_format not in PHONE_FORMATS:
         raise ConfigurationError(f"phone_format must be one of {', '.join(PHONE_FORMATS)}")
     region = _check_region(default_region)
-    text = _require_str("phone", value).strip()
     if not text:
         raise PayloadError("phone is empty")
     quick = _quick_split(text, region)
@@ -401,7 +405,12 @@ def _is_valid_split(code: int, national: str) -> bool:
 
 def normalize_advertising_id(value: str) -> str:
     """Trim and lowercase an IDFA or Android advertising id (hyphens are kept)."""
-    ad_id = _require_str("advertising id", value).strip().lower()
+    return _advertising_id(_require_str("advertising id", value).strip())
+
+
+def _advertising_id(text: str) -> str:
+    """``normalize_advertising_id`` of a string already trimmed."""
+    ad_id = text.lower()
     if _ADVERTISING_ID.fullmatch(ad_id) is None:
         raise PayloadError("advertising id is not 32 hex digits")
     if not ad_id.replace("-", "").strip("0"):
@@ -423,19 +432,24 @@ def advertising_id_type(
     return None
 
 
-def _prehashed(kind: str, value: str) -> str | None:
+def _trimmed(kind: str, value: str) -> tuple[str, str | None]:
+    """The value trimmed, and lowercased when it is a SHA-256 already (else None)."""
     text = _require_str(kind, value).strip()
-    return text.lower() if len(text) == 64 and _SHA256_HEX.fullmatch(text) else None
+    return text, text.lower() if len(text) == 64 and _SHA256_HEX.fullmatch(text) else None
+
+
+def _sha256(text: str) -> str:
+    """The SHA-256 of a normalized identifier as lowercase hex (the normalizers leave only
+    text that encodes as UTF-8: an email is checked, the others are ASCII)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def hash_email(value: str, *, remove_plus_suffix: bool = False, remove_dots: bool = False) -> str:
     """The SHA-256 hex of the normalized email (a pre-hashed value is only lowercased)."""
-    prehashed = _prehashed("email", value)
+    text, prehashed = _trimmed("email", value)
     if prehashed is not None:
         return prehashed
-    return sha256_hex(
-        normalize_email(value, remove_plus_suffix=remove_plus_suffix, remove_dots=remove_dots)
-    )
+    return _sha256(_email(text, remove_plus_suffix, remove_dots))
 
 
 def hash_phone(
@@ -445,17 +459,15 @@ def hash_phone(
     phone_format: PhoneFormat = "e164",
 ) -> str:
     """The SHA-256 hex of the normalized phone (a pre-hashed value is only lowercased)."""
-    prehashed = _prehashed("phone", value)
+    text, prehashed = _trimmed("phone", value)
     if prehashed is not None:
         return prehashed
-    return sha256_hex(
-        normalize_phone(value, default_region=default_region, phone_format=phone_format)
-    )
+    return _sha256(_phone(text, default_region, phone_format))
 
 
 def hash_advertising_id(value: str) -> str:
     """The SHA-256 hex of the normalized advertising id (a pre-hashed value is lowercased)."""
-    prehashed = _prehashed("advertising id", value)
+    text, prehashed = _trimmed("advertising id", value)
     if prehashed is not None:
         return prehashed
-    return sha256_hex(normalize_advertising_id(value))
+    return _sha256(_advertising_id(text))
