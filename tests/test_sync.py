@@ -36,6 +36,7 @@ from destination.demo import DEMO_ADVERTISER_ID, DEMO_TOKEN, demo_fake
 from destination.fake_server import FakeTikTok
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import Secret
+from destination.tiktok import actions as actions_module
 from destination.tiktok.api import RetryPolicy, TikTokApi
 from tests.fake_backends import AfterRequests
 
@@ -484,6 +485,22 @@ def test_each_audience_gets_its_own_mapping_call(tmp_path: Path) -> None:
     assert sorted(map(sorted, audiences_per_call)) == sorted([[vip], [carts]])
     assert emails_in(fake, vip) == {sha("ann@example.com"), sha("cid@example.com")}
     assert emails_in(fake, carts) == {sha("bob@example.com")}
+
+
+def test_audiences_past_what_an_action_remembers_still_get_their_own_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actions_module, "_MAX_REMEMBERED_GROUPS", 2)
+    fake = make_fake()
+    keys = ["vip_customers", "cart_abandoners", "lapsed_buyers"]
+    users = ["ann", "bob", "cid", "dan", "eve", "fay", "gus"]
+    events = [audience_event(user, key=keys[i % 3]) for i, user in enumerate(users)]
+
+    sync(tmp_path, events, backend=fake)
+
+    for i, key in enumerate(keys):
+        expected = {sha(f"{user}@example.com") for user in users[i::3]}
+        assert emails_in(fake, audience_named(fake, key)) == expected
 
 
 # ----------------------------------------------------------------------- ordering

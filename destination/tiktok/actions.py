@@ -118,6 +118,8 @@ def batch_body(
     return id_schema, batch_data
 
 
+_MAX_REMEMBERED_GROUPS = 10_000  # per action: TikTok allows 400 audiences per advertiser
+
 # what ``Membership.place`` reads of the payload (the rest stays in ``digest``)
 _PLACE_FIELDS = ("advertiser_id", "audience_id", "external_audience_id", "audience_key")
 # hashed identifiers by id type, why any were dropped, and the fields above
@@ -161,6 +163,9 @@ class Membership(_CatalogueAction):
     def __init__(self, info: ActionInfo, context: Context, *, tiktok_action: str) -> None:
         super().__init__(info, context)
         self._tiktok_action = tiktok_action
+        self._opposite = "delete" if tiktok_action == "add" else "add"
+        # the payload's (advertiser, audience) fields -> (group, conflicts): a few per run
+        self._groups: dict[tuple[Any, ...], tuple[Hashable, Hashable]] = {}
 
     def _audience(self, payload: Mapping[str, Any], advertiser_id: str) -> str:
         settings = self._context.settings
@@ -210,15 +215,35 @@ class Membership(_CatalogueAction):
             raise PayloadError(f"no usable identifier: {why}", reason="no_identifier")
         if dropped:
             self._context.dropped.update(dropped)
+        get = payload.get
+        where = (
+            get("advertiser_id"),
+            get("audience_id"),
+            get("external_audience_id"),
+            get("audience_key"),
+        )
+        groups = self._groups.get(where)
+        if groups is None:
+            groups = self._resolve_groups(payload, where)
+        group, conflicts = groups
+        return Prepared(group=group, item=ids, conflicts=conflicts, keys=frozenset(ids.values()))
+
+    def _resolve_groups(
+        self, payload: Mapping[str, Any], where: tuple[Any, ...]
+    ) -> tuple[Hashable, Hashable]:
+        """The payload's batch group and the group it conflicts with, remembered under
+        ``where`` (its fields that name them). A failure (``PayloadError``) is not: the
+        next event tries again."""
         advertiser_id = resolve_advertiser(payload, self._context.settings)
         audience_id = self._audience(payload, advertiser_id)
-        opposite = "delete" if self._tiktok_action == "add" else "add"
-        return Prepared(
-            group=(advertiser_id, audience_id, self._tiktok_action),
-            item=ids,
-            conflicts=(advertiser_id, audience_id, opposite),
-            keys=frozenset(ids.values()),
+        groups = (
+            (advertiser_id, audience_id, self._tiktok_action),
+            (advertiser_id, audience_id, self._opposite),
         )
+        if len(self._groups) >= _MAX_REMEMBERED_GROUPS:  # an input naming audiences by the
+            self._groups.clear()  # million: forget rather than grow
+        self._groups[where] = groups
+        return groups
 
     def perform_batch(self, group: Hashable, items: Sequence[Any]) -> list[Outcome]:
         assert isinstance(group, tuple)
