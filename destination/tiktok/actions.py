@@ -120,10 +120,22 @@ def batch_body(
 
 _MAX_REMEMBERED_GROUPS = 10_000  # per action: TikTok allows 400 audiences per advertiser
 
-# what ``Membership.place`` reads of the payload (the rest stays in ``digest``)
+# what ``Membership.place`` reads of the payload (the rest stays in ``digest``): the
+# fields that name the advertiser and the audience, as a tuple (None for one left out)
 _PLACE_FIELDS = ("advertiser_id", "audience_id", "external_audience_id", "audience_key")
 # hashed identifiers by id type, why any were dropped, and the fields above
-MembershipDigest = tuple[dict[str, str], list[str], dict[str, Any]]
+MembershipDigest = tuple[dict[str, str], list[str], Sequence[Any]]
+
+
+def _where(payload: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The payload's ``_PLACE_FIELDS``, in that order."""
+    get = payload.get
+    return (
+        get("advertiser_id"),
+        get("audience_id"),
+        get("external_audience_id"),
+        get("audience_key"),
+    )
 
 
 class _CatalogueAction:
@@ -195,19 +207,18 @@ class Membership(_CatalogueAction):
 
     def prepare(self, payload: Mapping[str, Any]) -> Prepared:
         ids, dropped = user_identifiers(payload, self._context.settings)
-        return self._placed(ids, dropped, payload)
+        return self._placed(ids, dropped, _where(payload))
 
     def digest(self, payload: Mapping[str, Any]) -> MembershipDigest:
         """The hashed identifiers (the costly, pure part) and the fields ``place`` needs."""
         ids, dropped = user_identifiers(payload, self._context.settings)
-        return ids, dropped, {k: payload[k] for k in _PLACE_FIELDS if k in payload}
+        return ids, dropped, _where(payload)
 
     def place(self, digest: MembershipDigest) -> Prepared:
-        return self._placed(*digest)
+        ids, dropped, where = digest
+        return self._placed(ids, dropped, tuple(where))  # a list, from a worker's JSON
 
-    def _placed(
-        self, ids: dict[str, str], dropped: list[str], payload: Mapping[str, Any]
-    ) -> Prepared:
+    def _placed(self, ids: dict[str, str], dropped: list[str], where: tuple[Any, ...]) -> Prepared:
         if not ids:
             why = (
                 "; ".join(dropped) if dropped else "the event has no email, phone or advertising id"
@@ -215,25 +226,16 @@ class Membership(_CatalogueAction):
             raise PayloadError(f"no usable identifier: {why}", reason="no_identifier")
         if dropped:
             self._context.dropped.update(dropped)
-        get = payload.get
-        where = (
-            get("advertiser_id"),
-            get("audience_id"),
-            get("external_audience_id"),
-            get("audience_key"),
-        )
         groups = self._groups.get(where)
         if groups is None:
-            groups = self._resolve_groups(payload, where)
+            groups = self._resolve_groups(where)
         group, conflicts = groups
         return Prepared(group=group, item=ids, conflicts=conflicts, keys=frozenset(ids.values()))
 
-    def _resolve_groups(
-        self, payload: Mapping[str, Any], where: tuple[Any, ...]
-    ) -> tuple[Hashable, Hashable]:
-        """The payload's batch group and the group it conflicts with, remembered under
-        ``where`` (its fields that name them). A failure (``PayloadError``) is not: the
-        next event tries again."""
+    def _resolve_groups(self, where: tuple[Any, ...]) -> tuple[Hashable, Hashable]:
+        """The batch group the fields ``where`` name and the group it conflicts with,
+        remembered. A failure (``PayloadError``) is not: the next event tries again."""
+        payload = {k: v for k, v in zip(_PLACE_FIELDS, where, strict=True) if v is not None}
         advertiser_id = resolve_advertiser(payload, self._context.settings)
         audience_id = self._audience(payload, advertiser_id)
         groups = (
