@@ -66,10 +66,8 @@ class Progress:
         self.read_up_to = max(self.read_up_to, number)
 
     def finished(self, number: int) -> None:
+        """A line is done: answered, or finished at once (nothing to send)."""
         self.open.discard(number)
-
-    def read(self, number: int) -> None:
-        """A line was read that needs no work (blank, or finished at once)."""
         self.read_up_to = max(self.read_up_to, number)
 
     def compact(self) -> None:

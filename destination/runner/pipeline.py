@@ -155,13 +155,16 @@ class Pipeline:
             few_collections(),
             ThreadPoolExecutor(self._concurrency, thread_name_prefix="sender") as pool,
         ):
+            is_finished, ready, answered = self.progress.is_finished, self._ready, self._answered
             try:
                 for line, steps in source:
-                    if self.progress.is_finished(line.number):
+                    if is_finished(line.number):
                         continue  # done by the run this one resumes
                     self._take(line, steps)
-                    self._send_ready(pool)
-                    self._collect(block=False)
+                    if ready:
+                        self._send_ready(pool)
+                    if not answered.empty():
+                        self._collect(block=False)
                 for batch in self._batcher.drain():
                     self._make_ready(batch)
                 self._send_ready(pool)
@@ -247,7 +250,6 @@ class Pipeline:
 
     def _finish(self, event: _Event) -> None:
         self.progress.finished(event.line.number)
-        self.progress.read(event.line.number)
         tally = self.tally
         tally.received += 1  # counted when finished, so a resumed run never counts it twice
         if not event.failures:
