@@ -64,7 +64,8 @@ START_METHOD = "spawn"
 # one line's result from a worker, as JSON: {"raw": text, "error": why} for a line that is
 # no JSON object, else per matching subscription [its index, fields as bits, digest,
 # [reason, message] or null]
-LineResult = dict[str, str] | list[tuple[int, int, Any, tuple[str, str] | None]]
+# (a tuple where it was made, a list once it came through JSON: typed as a Sequence)
+LineResult = dict[str, str] | list[Sequence[Any]]
 
 _subscriptions: list[Subscription] = []  # in a worker: compiled by init_worker
 

@@ -123,8 +123,9 @@ _MAX_REMEMBERED_GROUPS = 10_000  # per action: TikTok allows 400 audiences per a
 # what ``Membership.place`` reads of the payload (the rest stays in ``digest``): the
 # fields that name the advertiser and the audience, as a tuple (None for one left out)
 _PLACE_FIELDS = ("advertiser_id", "audience_id", "external_audience_id", "audience_key")
-# hashed identifiers by id type, why any were dropped, and the fields above
-MembershipDigest = tuple[dict[str, str], list[str], Sequence[Any]]
+# hashed identifiers by id type, why any were dropped, and the fields above (a tuple of
+# three where it was made, a list once it came through a worker's JSON)
+MembershipDigest = Sequence[Any]
 
 
 def _where(payload: Mapping[str, Any]) -> tuple[Any, ...]:
