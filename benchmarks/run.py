@@ -546,20 +546,31 @@ def measure(size: int, events: Path, mode: str, floor_result: Floor) -> Measurem
     )
 
 
-def profile(size: int, events: Path, mode: str, timer: str, top: int = 25) -> Path:
-    """One more sync of ``events`` under cProfile (all threads); print the top functions."""
+def _profile_file(size: int, mode: str, what: str) -> Path:
+    """Where a profiled run of ``size`` events writes what it found."""
     out_dir = DEFAULT_DATA_DIR / "profiles"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = out_dir / f"sync-{mode}-n{size}-{timer}-{stamp}.prof"
-    with tempfile.TemporaryDirectory(prefix="tiktok-bench-prof-") as tmp:
+    return out_dir / f"sync-{mode}-n{size}-{what}-{stamp}"
+
+
+@contextmanager
+def _one_more_sync(mode: str, events: Path) -> Iterator[tuple[list[str], dict[str, str], Path]]:
+    """For a profiled run: the sync's arguments, its environment and a work folder."""
+    with tempfile.TemporaryDirectory(prefix="tiktok-bench-profiled-") as tmp:
         work = Path(tmp)
         mapping = _write_mapping(work)
         with _environment(mode, work) as (env, _server):
-            command = [sys.executable, "-m", "benchmarks.profile_sync", "--out", str(out)]
-            command += ["--timer", timer, "--"]
-            command += _sync_args(mapping, events, work, mode)
-            child = run_child(command, env, work / "stderr.txt")
+            yield _sync_args(mapping, events, work, mode), env, work
+
+
+def profile(size: int, events: Path, mode: str, timer: str, top: int = 25) -> Path:
+    """One more sync of ``events`` under cProfile (all threads); print the top functions."""
+    out = _profile_file(size, mode, timer).with_suffix(".prof")
+    with _one_more_sync(mode, events) as (sync_args, env, work):
+        command = [sys.executable, "-m", "benchmarks.profile_sync", "--out", str(out)]
+        command += ["--timer", timer, "--", *sync_args]
+        child = run_child(command, env, work / "stderr.txt")
         if child.returncode != 0:
             tail = "\n".join(child.stderr.splitlines()[-20:])
             raise RuntimeError(f"the profiled sync exited with {child.returncode}:\n{tail}")
@@ -580,19 +591,11 @@ def profile(size: int, events: Path, mode: str, timer: str, top: int = 25) -> Pa
 
 def sample(size: int, events: Path, mode: str, top: int = 15) -> Path:
     """One more sync of ``events`` under py-spy, every process; print each one's top."""
-    out_dir = DEFAULT_DATA_DIR / "profiles"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = out_dir / f"sync-{mode}-n{size}-py-spy-{stamp}.txt"
-    with tempfile.TemporaryDirectory(prefix="tiktok-bench-py-spy-") as tmp:
-        work = Path(tmp)
-        mapping = _write_mapping(work)
-        with _environment(mode, work) as (env, _server):
-            command = [sys.executable, "-m", "destination"]
-            command += _sync_args(mapping, events, work, mode)
-            returncode = pyspy.record(command, env, out)
-        if returncode != 0:
-            raise RuntimeError(f"the sampled sync exited with {returncode}")
+    out = _profile_file(size, mode, "py-spy").with_suffix(".txt")
+    with _one_more_sync(mode, events) as (sync_args, env, _work):
+        returncode = pyspy.record([sys.executable, "-m", "destination", *sync_args], env, out)
+    if returncode != 0:
+        raise RuntimeError(f"the sampled sync exited with {returncode}")
     print(
         f"\n== py-spy: {size:,} events, {mode}, every process of the sync, {pyspy.RATE} "
         f"samples/s of the thread holding the GIL; {out}"
