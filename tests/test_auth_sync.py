@@ -373,3 +373,28 @@ def test_a_fixed_secret_still_works_as_the_token() -> None:
 
     assert TikTokApi(fake, Secret("plain")).user_info()["id"]
     assert TikTokApi(fake, StaticToken(Secret("plain"))).user_info()["id"]
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status"),
+    [(40002, 200), (0, 404)],  # refused as invalid; an HTML 404 page, no envelope
+    ids=["refused-as-invalid", "html-404"],
+)
+def test_a_refresh_that_fails_for_good_stops_the_run_instead_of_rejecting_batches(
+    tmp_path: Path, code: int, http_status: int
+) -> None:
+    setup = Setup(tmp_path, oauth_fake(issue_refresh_token=True))
+    entry = authorize(setup.fake, setup.store)
+    setup.fake.expire_token(entry.access_token.reveal())
+    setup.fake.fail_next(code, http_status=http_status, path="oauth2/refresh_token/", times=5)
+    setup.environ["TIKTOK_APP_SECRET"] = APP_SECRET
+
+    run = setup.sync(setup.events(25))  # three batches of at most 10
+
+    assert run.summary["stopped"]["reason"] == "auth"
+    assert "could not be refreshed" in run.summary["stopped"]["message"]
+    assert "auth login" in run.summary["stopped"]["message"]
+    assert run.summary["rejected_by_reason"] == {"auth": 25}
+    refreshes = [r.path for r in setup.fake.requests].count("oauth2/refresh_token/")
+    assert refreshes == 1  # tried once, not once per batch
+    assert setup.store.get(APP_ID) == entry

@@ -206,6 +206,7 @@ class TikTokApi:
         self._sleep = sleep
         self._count_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
+        self._refresh_failed: str | None = None  # why the refresh failed: no more tries
         self.requests_sent = 0
 
     def __repr__(self) -> str:
@@ -239,10 +240,21 @@ class TikTokApi:
                 if refreshed or exc.code != TOKEN_EXPIRED or not self._tokens.can_refresh():
                     raise
             with self._refresh_lock:  # one refresh, however many senders met the expiry
+                if self._refresh_failed is not None:
+                    raise AuthenticationError(self._refresh_failed, code=TOKEN_EXPIRED)
                 if self._tokens.current() == token:
                     log.info("%s: the access token has expired; refreshing it", what)
                     self._count()
-                    self._tokens.refresh()
+                    try:
+                        self._tokens.refresh()
+                    except PermanentError as exc:
+                        # TikTok refused the refresh request itself, or its answer holds
+                        # no token: no later request can succeed either
+                        self._refresh_failed = (
+                            f"{what}: the access token expired and could not be refreshed "
+                            f"({exc}); {self._tokens.reauthorize_hint}"
+                        )
+                        raise AuthenticationError(self._refresh_failed, code=TOKEN_EXPIRED) from exc
             refreshed = True
 
     def _count(self) -> None:
