@@ -276,6 +276,29 @@ def test_status_with_an_environment_token_says_it_overrides_the_store(
     assert "env-token-123" not in run.stdout + run.stderr
 
 
+def test_status_exits_on_the_token_sync_uses_when_the_environment_overrides_the_store(
+    served: Served,
+    browser: list[Callable[[str], Any]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert login(capsys, served).code == 0
+    served.fake.revoke_token(served.fake.issued_tokens(APP_ID)[0])
+    served.fake.add_token("env-token-123", [ADVERTISER])
+    monkeypatch.setenv("TIKTOK_ACCESS_TOKEN", "env-token-123")
+
+    run = run_cli(capsys, served, "auth", "status")
+
+    assert run.code == 0, run.stderr  # sync would work: it uses the environment's token
+    assert "works:        no: TikTok refused it (code 40105)" in run.stdout  # still shown
+    assert f"note: app {APP_ID} does not work, but sync uses TIKTOK_ACCESS_TOKEN" in run.stdout
+    # asked about the stored app by name, its answer decides
+    assert run_cli(capsys, served, "auth", "status", "--app-id", APP_ID).code == 4
+    # and a refused environment token decides too
+    served.fake.revoke_token("env-token-123")
+    assert run_cli(capsys, served, "auth", "status").code == 4
+
+
 def test_status_without_any_token_exits_2(
     served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:

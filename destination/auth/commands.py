@@ -201,6 +201,12 @@ def auth_status(options: AuthOptions) -> None:
         _probe(backend, stored, f"app {app_id}", out, failures)
     if len(entries) > 1 and chosen is None and not env_token:
         print(f"several apps are stored: sync needs {APP_ID_VARIABLE} to pick one", file=out)
+    if env_token and chosen is None:
+        # the exit code is about the token sync would use; stored ones are only shown
+        for name, _ in failures:
+            if name != TOKEN_VARIABLE:
+                print(f"note: {name} does not work, but sync uses {TOKEN_VARIABLE}", file=out)
+        failures = [(name, exc) for name, exc in failures if name == TOKEN_VARIABLE]
     for name, exc in failures:
         if isinstance(exc, AuthenticationError):
             raise AuthenticationError(f"the token of {name} does not work: {exc.message}")
