@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import http.client
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import pytest
 import requests
 
 from destination.backends import ApiRequest, ApiResponse, HttpBackend
+from destination.errors import RetryableError
 from destination.fake_server import (
     FakeAudience,
     FakeTikTok,
@@ -940,6 +942,35 @@ def test_stopped_server_refuses_connections(fake: FakeTikTok) -> None:
     running.stop()  # harmless
     with pytest.raises(requests.ConnectionError):
         requests.get(url, headers={"Access-Token": TOKEN}, timeout=5)
+
+
+def test_http_connections_are_kept_alive_and_closed_when_the_server_stops(
+    fake: FakeTikTok,
+) -> None:
+    running = serve_in_thread(fake)
+    session = requests.Session()
+    backend = HttpBackend(running.base_url, session=session)
+    info = ApiRequest("GET", "user/info/", headers={"Access-Token": TOKEN})
+    for _ in range(5):
+        assert backend.send(info).body["code"] == 0
+    pools = session.get_adapter(running.base_url).poolmanager.pools
+    opened = [pools[key].num_connections for key in pools.keys()]  # noqa: SIM118 (no __iter__)
+    assert opened == [1]  # five requests, one connection (HTTP/1.1 keep-alive)
+    # an unreadable body ends its connection: what follows it could not be parsed
+    raw = http.client.HTTPConnection("127.0.0.1", running.port, timeout=5)
+    raw.putrequest("POST", "/open_api/v1.3/user/info/")
+    raw.putheader("Content-Length", "-1")
+    raw.endheaders()
+    reply = raw.getresponse()
+    assert reply.status == 400
+    assert reply.getheader("Connection") == "close"
+    raw.close()
+
+    assert backend.send(info).body["code"] == 0  # on a kept connection again
+    running.stop()
+    # a stopped server answers nothing, not even on a connection it had kept open
+    with pytest.raises(RetryableError):
+        backend.send(info)
 
 
 def test_serve_forever_reports_its_url_and_stops_on_ctrl_c(

@@ -4,13 +4,16 @@
 ``ApiRequest`` for ``FakeTikTok.send``; its ``ApiResponse`` is written back as JSON (or
 as an HTML page for a scripted non-JSON failure). ``/portal/auth`` is the consent page
 (GET shows it, POST takes the Approve / Deny form and redirects). Anything else is a 404.
+Connections are kept alive (HTTP/1.1), as TikTok's are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,7 +40,30 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], fake: FakeTikTok) -> None:
         self.fake = fake
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    # Connections are kept alive (HTTP/1.1), so closing the server closes them too:
+    # a client must not be answered by a server that was stopped.
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._connections_lock:
+            open_connections = list(self._connections)
+        for connection in open_connections:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                connection.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client hanging up mid-request is not worth a traceback on stderr.
@@ -51,8 +77,10 @@ class _Server6(_Server):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.0: one request per connection, so nothing lingers after stop().
-    protocol_version = "HTTP/1.0"
+    # HTTP/1.1 with keep-alive, as TikTok's API: a client's pooled connections are reused
+    # (an idle one is closed after ``timeout`` seconds; stopping the server closes all).
+    protocol_version = "HTTP/1.1"
+    timeout = 30
     server_version = "FakeTikTok/1.0"
     sys_version = ""
 
@@ -80,6 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if not 0 <= length <= _MAX_BODY:
+            self.close_connection = True  # the body was not read: nothing after it can be
             self._write_envelope(400, 40000, "invalid Content-Length")
             return
         raw = self.rfile.read(length) if length else b""
@@ -158,6 +187,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")  # the client must not send more on it
         self.end_headers()
         self.wfile.write(payload)
 
