@@ -81,6 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
     # (an idle one is closed after ``timeout`` seconds; stopping the server closes all).
     protocol_version = "HTTP/1.1"
     timeout = 30
+    # headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm holds
+    # the second until the client acknowledges the first, which it delays (up to 40 ms)
+    disable_nagle_algorithm = True
     server_version = "FakeTikTok/1.0"
     sys_version = ""
 
