@@ -130,13 +130,7 @@ MembershipDigest = Sequence[Any]
 
 def _where(payload: Mapping[str, Any]) -> tuple[Any, ...]:
     """The payload's ``_PLACE_FIELDS``, in that order."""
-    get = payload.get
-    return (
-        get("advertiser_id"),
-        get("audience_id"),
-        get("external_audience_id"),
-        get("audience_key"),
-    )
+    return tuple(map(payload.get, _PLACE_FIELDS))
 
 
 class _CatalogueAction:
