@@ -178,10 +178,10 @@ def routed_lines(
 
     def results() -> Iterator[Routed]:
         chunk, answer = pending.popleft()
-        results: list[LineResult] = (
+        routed: list[LineResult] = (
             answer if isinstance(answer, list) else orjson.loads(answer.result())
         )
-        answers = iter(results)
+        answers = iter(routed)
         for item in chunk:
             if isinstance(item, Line):  # too long: never sent
                 yield item, None
