@@ -214,8 +214,7 @@ def _bad(message: str) -> _Rejected:
 
 def _short(value: object) -> str:
     """Describe a client-supplied value for an error message, briefly."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return _clip(repr(value))
 
 
 def _nonempty_strings(value: object) -> TypeGuard[list[str]]:
