@@ -41,6 +41,7 @@ from destination.tiktok.api import (
     classify,
     failed_rows,
 )
+from tests.clock import FakeClock
 
 BASE_URL = "https://business-api.tiktok.com"
 MAPPING_URL = "https://business-api.tiktok.com/open_api/v1.3/segment/mapping/"
@@ -89,21 +90,6 @@ def rsps() -> Iterator[responses.RequestsMock]:
     """Stands in for TikTok; replies registered for one URL are used in order."""
     with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
         yield mock
-
-
-class FakeClock:
-    """A monotonic clock that moves only when ``sleep`` is called; it keeps every sleep."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class ScriptedBackend:

@@ -50,6 +50,7 @@ from destination.tiktok.normalize import (
     hash_email,
     hash_phone,
 )
+from tests.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE_MAPPING = ROOT / "mappings" / "segment-native.json"
@@ -507,20 +508,6 @@ def test_batcher_hands_out_every_item_once_in_order_and_never_too_many(
 
 
 # ---------------------------------------------------------------------- rate limiter
-
-
-class FakeClock:
-    """Time that passes only when someone sleeps (or the test lets it pass)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.now += seconds
 
 
 def _most_in_one_second(times: list[float]) -> int:

@@ -26,6 +26,7 @@ from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import Secret
 from destination.tiktok.api import RetryPolicy, TikTokApi
 from destination.tiktok.normalize import hash_email
+from tests.clock import FakeClock
 from tests.fake_backends import CrashAfter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,21 +246,8 @@ def test_never_more_requests_in_a_second_than_the_qps_measured_at_the_server(
     assert times[-1] - times[0] < 2 * (requests - 1) / qps
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.25
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def test_the_app_and_each_advertiser_have_their_own_bucket() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.25)
     limiter = RateLimiter(qps=10, per_key_qps=2, clock=clock, sleep=clock.sleep)
     allowed: list[tuple[str, float]] = []
     for key in ["a", "b", "a", "b", "a", "c"]:
@@ -272,7 +260,7 @@ def test_the_app_and_each_advertiser_have_their_own_bucket() -> None:
 
 
 def test_a_rate_limit_answer_slows_down_for_the_rest_of_the_second() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.25)
     answers = [
         ApiResponse(200, {"code": 40100, "message": "app limit", "request_id": "1", "data": {}}),
         ApiResponse(200, {"code": 0, "message": "OK", "request_id": "2", "data": {}}),
