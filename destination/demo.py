@@ -3,6 +3,11 @@
 Starts the fake server on a free loopback port, syncs the sample events of
 ``fixtures/demo`` through the shipped native and legacy mapping files over real HTTP,
 and prints each summary and what the fake TikTok now holds per audience.
+
+Its files (rejected events, the audience state) live in a temporary folder deleted at
+the end: each run starts from a fresh fake TikTok, so kept files would only describe
+audiences that no longer exist. The report therefore shows the rejected events inline
+and names no path in that folder.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.resources import data_dir
@@ -31,6 +36,8 @@ DEMO_TOKEN = "demo-access-token"  # noqa: S105 (accepted by the fake server only
 DEMO_APP_ID = "7100000000000000001"
 DEMO_APP_SECRET = "demo-app-secret"  # noqa: S105 (accepted by the fake server only)
 DEMO_LEGACY_AUDIENCE = "Newsletter subscribers"
+CREATE_AUDIENCE = "Create Audience"  # the legacy mapping file's subscription name
+TEMPORARY_FILE = "<a temporary file, deleted after the demo: its lines are shown below>"
 
 
 def demo_fake(*, keep_requests: int | None = None) -> FakeTikTok:
@@ -75,8 +82,13 @@ def run_demo(out: IO[str], *, work_dir: Path | None = None) -> int:
                 environ=environ,
             )
             ok = ok and summary["received"] == summary["delivered"] + summary["rejected"]
+            if work_dir is None:
+                summary["rejected_file"] = TEMPORARY_FILE
             out.write(f"\n== {mode} instance: mappings/segment-{mode}.json\n")
             out.write(json.dumps(summary, indent=2) + "\n")
+            note = _creations_note(summary)
+            if note:
+                out.write(note + "\n")
             for line in rejected.read_text("utf-8").splitlines():
                 record = json.loads(line)
                 out.write(
@@ -93,3 +105,20 @@ def run_demo(out: IO[str], *, work_dir: Path | None = None) -> int:
             )
         out.write(f"\n{len(fake.requests)} requests reached the fake server.\n")
     return 0 if ok else 1
+
+
+def _creations_note(summary: dict[str, Any]) -> str | None:
+    """Why "Create Audience: 2" may stand beside one created audience, or None.
+
+    ``delivered_by_subscription`` counts events: a Create Audience event naming an
+    audience that exists (the legacy demo sends one twice) finds it and creates nothing.
+    """
+    events = summary["delivered_by_subscription"].get(CREATE_AUDIENCE, 0)
+    created = sum(1 for audience in summary["audiences"] if audience["created"])
+    if events <= created:
+        return None
+    return (
+        f"  note: delivered_by_subscription counts events, not audiences: {events} "
+        f"{CREATE_AUDIENCE} events, {created} audience{'' if created == 1 else 's'} "
+        "created (an event naming an existing audience finds it, creating nothing)"
+    )
