@@ -14,8 +14,9 @@ import logging
 import os
 import sys
 import webbrowser
+from importlib import metadata
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from destination.auth.commands import (
     AuthOptions,
@@ -24,6 +25,8 @@ from destination.auth.commands import (
     auth_revoke,
     auth_status,
 )
+from destination.auth.provider import SECRET_VARIABLE
+from destination.auth.store import APP_ID_VARIABLE, STORE_VARIABLE
 from destination.demo import (
     DEMO_ADVERTISER_ID,
     DEMO_APP_ID,
@@ -43,6 +46,7 @@ from destination.errors import (
 from destination.fake_server import FaultPlan, parse_faults, serve_forever
 from destination.kit.fields import payload_schema
 from destination.runner.sync import SyncOptions, run_sync
+from destination.settings import TOKEN_VARIABLE
 from destination.tiktok.destination import template
 from destination.tiktok.fields import CATALOGUE, MODES
 
@@ -76,16 +80,87 @@ def _workers(text: str) -> int | str:
         ) from None
 
 
+_DISTRIBUTION = "tiktok-audiences"  # the name pip knows the package by
+
+_EXIT_CODE_MEANINGS = (
+    (0, "done: every event delivered, or rejected for its own data (see --rejected)"),
+    (1, "unexpected error, a bug: rerun with --debug and report it"),
+    (2, "bad settings or usage"),
+    (3, "bad mapping file"),
+    (4, "TikTok refused the token (or an authorization was denied or forged)"),
+    (5, "TikTok stayed unavailable"),
+    (6, "the events input cannot be read"),
+    (7, "an output or the state directory cannot be written (disk full, read-only)"),
+)
+_TOKEN_VARIABLES = (
+    (TOKEN_VARIABLE, "an access token; when set, the token store is not read"),
+    (APP_ID_VARIABLE, "whose stored token to use (`auth login`), when several are stored"),
+    (SECRET_VARIABLE, "the app secret, to refresh a stored token that expired"),
+    (STORE_VARIABLE, "the token store (default ~/.config/tiktok-audiences/tokens.json)"),
+)
+
+
+def _sync_epilog() -> str:
+    """What ``sync --help`` adds below the flags: what a script calling it must know."""
+    codes = "\n".join(f"  {code}  {meaning}" for code, meaning in _EXIT_CODE_MEANINGS)
+    width = max(len(name) for name, _ in _TOKEN_VARIABLES)
+    variables = "\n".join(f"  {name:<{width}}  {meaning}" for name, meaning in _TOKEN_VARIABLES)
+    return (
+        "output:\n"
+        "  progress and errors go to stderr; the last line on stdout is a JSON summary\n"
+        "  (received, delivered, rejected, deferred, requests, ...: see the README)\n\n"
+        f"exit codes:\n{codes}\n\n"
+        f"token (environment variables; or none with --dry-run):\n{variables}\n"
+    )
+
+
+def _version() -> str:
+    """The installed package's version, or a plain note when run from a bare checkout."""
+    try:
+        return metadata.version(_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "(version unknown: not installed)"
+
+
+def _log_flags(default: Any) -> argparse.ArgumentParser:
+    """``--debug`` and ``-v``, accepted before and after any subcommand.
+
+    Subcommands get them with ``default=SUPPRESS``: a subparser that does not see a flag
+    sets nothing, so ``-v sync`` keeps the top level's True.
+    """
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks and debug logs"
+    )
+    flags.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log progress to stderr"
+    )
+    return flags
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A subcommand that also takes the log flags."""
+    return commands.add_parser(name, parents=[_log_flags(argparse.SUPPRESS)], **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tiktok-audiences",
         description="Keep TikTok Ads audiences in sync with your customer data.",
+        parents=[_log_flags(False)],
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sync = commands.add_parser("sync", help="send NDJSON events to TikTok through a mapping file")
+    sync = _command(
+        commands,
+        "sync",
+        help="send NDJSON events to TikTok through a mapping file",
+        epilog=_sync_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sync.add_argument("--mapping", required=True, type=Path, help="mapping JSON file")
     sync.add_argument("--events", required=True, help="NDJSON events file, or - for stdin")
     sync.add_argument("--rejected", type=Path, help="write rejected events here (NDJSON)")
@@ -112,11 +187,11 @@ def _parser() -> argparse.ArgumentParser:
 
     _auth_parser(commands)
 
-    commands.add_parser("demo", help="sync sample events against the embedded fake TikTok")
+    _command(commands, "demo", help="sync sample events against the embedded fake TikTok")
 
-    fake = commands.add_parser("fake-server", help="run the fake TikTok API on loopback")
+    fake = _command(commands, "fake-server", help="run the fake TikTok API on loopback")
     fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8765)
+    fake.add_argument("--port", type=int, default=8765, help="0 picks a free one (printed)")
     fake.add_argument(
         "--faults",
         default="",
@@ -125,18 +200,19 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--fault-seed", type=int, default=0, help="seed of the fault schedule")
     fake.add_argument("--slow-seconds", type=float, default=0.2, help="delay of a slow reply")
 
-    schema = commands.add_parser("schema", help="print an action's payload JSON Schema")
+    schema = _command(commands, "schema", help="print an action's payload JSON Schema")
     schema.add_argument("action", choices=sorted(CATALOGUE))
 
-    mapping = commands.add_parser("mapping-template", help="print a default mapping file")
+    mapping = _command(commands, "mapping-template", help="print a default mapping file")
     mapping.add_argument("--mode", choices=MODES, required=True)
     return parser
 
 
 def _auth_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    auth = commands.add_parser("auth", help="connect your TikTok account (OAuth login, tokens)")
+    auth = _command(commands, "auth", help="connect your TikTok account (OAuth login, tokens)")
     actions = auth.add_subparsers(dest="auth_command", required=True, metavar="ACTION")
-    login = actions.add_parser(
+    login = _command(
+        actions,
         "login",
         help="authorize the app in TikTok's consent page and store the token",
         description="The app secret is read from TIKTOK_APP_SECRET, or asked for on a "
@@ -156,9 +232,9 @@ def _auth_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     login.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for the consent page"
     )
-    status = actions.add_parser("status", help="which app and advertisers; does the token work")
-    logout = actions.add_parser("logout", help="forget the stored token (locally)")
-    revoke = actions.add_parser("revoke", help="revoke the stored token at TikTok, then forget it")
+    status = _command(actions, "status", help="which app and advertisers; does the token work")
+    logout = _command(actions, "logout", help="forget the stored token (locally)")
+    revoke = _command(actions, "revoke", help="revoke the stored token at TikTok, then forget it")
     for action in (status, logout, revoke):
         action.add_argument("--app-id", help="the app (default: TIKTOK_APP_ID or the only one)")
     for action in (login, status, revoke):
@@ -227,16 +303,21 @@ def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
     return OK
 
 
-def _fake_server(args: argparse.Namespace) -> int:
+def _announce(base_url: str) -> None:
+    """Where the fake server listens, once bound (so ``--port 0`` shows the real port)."""
     print(
-        f"fake TikTok on http://{args.host}:{args.port} (advertiser {DEMO_ADVERTISER_ID}, "
+        f"fake TikTok on {base_url} (advertiser {DEMO_ADVERTISER_ID}, "
         f"token {DEMO_TOKEN!r}: a demo token the fake server alone accepts); Ctrl-C stops\n"
         f"try the login: TIKTOK_APP_SECRET={DEMO_APP_SECRET} "
-        f"TIKTOK_AUTH_URL=http://{args.host}:{args.port}/portal/auth "
-        f"TIKTOK_API_BASE_URL=http://{args.host}:{args.port} "
+        f"TIKTOK_AUTH_URL={base_url}/portal/auth "
+        f"TIKTOK_API_BASE_URL={base_url} "
         f"tiktok-audiences auth login --app-id {DEMO_APP_ID}",
         file=sys.stderr,
+        flush=True,  # a script reading the port must not wait for more output
     )
+
+
+def _fake_server(args: argparse.Namespace) -> int:
     # it may run for long and nothing reads its requests back: keep only the latest
     fake = demo_fake(keep_requests=FAKE_SERVER_KEPT_REQUESTS)
     if args.faults:
@@ -247,7 +328,7 @@ def _fake_server(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigurationError(f"--faults: {exc}") from exc
         fake.inject_faults(plan)
-    serve_forever(fake, host=args.host, port=args.port)
+    serve_forever(fake, host=args.host, port=args.port, on_ready=_announce)
     return OK
 
 
