@@ -5,7 +5,8 @@ server's ``FakeTikTok`` is another implementation that answers in-process. Tests
 one by passing it in.
 
 Paths are relative to the versioned API root: ``segment/mapping/`` is sent to
-``{base_url}/open_api/v1.3/segment/mapping/``.
+``{base_url}/open_api/v1.3/segment/mapping/``. ``check_url`` refuses URLs that parsers
+read differently and rebuilds the rest from their parts; plain http goes to loopback only.
 
 Credentials travel in headers and JSON bodies, except the app secret of
 ``oauth2/advertiser/get/``, which TikTok takes in the query string; so request reprs,
@@ -21,10 +22,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import orjson
 import requests
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from destination.errors import ConfigurationError, PermanentError, RetryableError
 
@@ -36,6 +38,8 @@ __all__ = [
     "DryRunBackend",
     "HttpBackend",
     "check_base_url",
+    "check_url",
+    "redact_url",
 ]
 
 API_VERSION = "v1.3"
@@ -110,27 +114,117 @@ class Backend(Protocol):
 
 
 def check_base_url(base_url: str) -> str:
-    """Return the base URL without a trailing slash; refuse plain http off loopback."""
+    """The API root rebuilt as ``scheme://host[:port]`` (see ``check_url``); a path other
+    than ``/`` is refused, as ``/open_api/v1.3/`` is added to the root."""
+    return check_url(base_url, name="base_url", path=False)
+
+
+def check_url(url: str, *, name: str, path: bool) -> str:
+    """``url`` rebuilt from its checked scheme, host, port (and ``path`` if allowed).
+
+    Parsers disagree on odd URLs: ``urlsplit`` reads ``http://evil.example\\@127.0.0.1``
+    as loopback while urllib3, which ``requests`` connects with, reads ``evil.example``.
+    So the URL is parsed once, by urllib3's ``parse_url``, and whatever another parser
+    might read differently is refused, not dropped: whitespace and control characters,
+    non-ASCII, backslashes, user info, queries, fragments, odd hosts, ports outside
+    1-65535. Callers use only the rebuilt string, so no other reading of ``url`` matters.
+    Plain http is allowed to loopback only; messages name ``name`` and show the URL with
+    any user info as ``***``.
+    """
+    problem = _url_problem(url, path=path)
+    if problem is not None:
+        raise ConfigurationError(f"{name} {redact_url(url)!r} {problem}")
+    parts = parse_url(url)
+    port = "" if parts.port is None else f":{parts.port}"
+    kept = (parts.path or "") if path else ""
+    return f"{parts.scheme}://{parts.host}{port}{kept}"
+
+
+def _url_problem(url: str, *, path: bool) -> str | None:
+    """What makes ``url`` unsafe to use, or None."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "contains whitespace or a control character"
+    if not url.isascii():
+        return "contains non-ASCII characters (write a host name in its xn-- form)"
+    if "\\" in url:
+        return "contains a backslash"
     try:
-        parts = urlsplit(base_url)
-        host = parts.hostname
-    except ValueError as exc:
-        raise ConfigurationError(f"base_url {base_url!r} is not a valid URL ({exc})") from exc
-    if parts.scheme not in ("http", "https") or not host:
-        raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+        parts = parse_url(url)
+    except LocationParseError:
+        return "is not a valid URL (check the host and the port, 1 to 65535)"
+    authority = _AUTHORITY.match(url)
+    if parts.scheme not in ("http", "https") or authority is None:
+        return "must be an http(s) URL such as https://business-api.tiktok.com"
+    if "@" in authority.group(1):
+        return "must not hold a user name or password"
+    if parts.query is not None:
+        return "must not have a query string (?...)"
+    if parts.fragment is not None:
+        return "must not have a fragment (#...)"
+    if not path and parts.path not in (None, "", "/"):
+        return (
+            "must not have a path: it is the API root, such as "
+            "https://business-api.tiktok.com (/open_api/v1.3/ is added to it)"
+        )
+    host = parts.host or ""
+    if not host:
+        return "has no host"
+    if not _valid_host(host, authority.group(1)):
+        return "has an invalid host"
+    if parts.port == 0:
+        return "has port 0 (a port is 1 to 65535)"
     if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigurationError(
-            f"base_url {base_url!r} is plain http to a non-loopback host; use https "
+        return (
+            "is plain http to a non-loopback host; use https "
             "(plain http is only allowed for 127.0.0.0/8, ::1 and localhost)"
         )
-    return base_url.rstrip("/")
+    return None
+
+
+# "scheme://authority": the authority ends where urllib3's (and RFC 3986's) ends
+_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
+_AUTHORITY_CHARACTERS = re.compile(r"[A-Za-z0-9._:\[\]-]*")
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+
+
+def _valid_host(host: str, authority: str) -> bool:
+    """An IP address or a DNS name, written plainly (no percent escapes, no IPv6 zone).
+
+    A name whose last label is a number is read as IPv4 by browsers (``0x7f.1`` is
+    127.0.0.1), so it must then be a dotted-quad address.
+    """
+    if not _AUTHORITY_CHARACTERS.fullmatch(authority):
+        return False
+    if host.startswith("["):
+        return _is_ip(host[1:-1])
+    labels = host.removesuffix(".").split(".")
+    if labels[-1].isdigit() or labels[-1].startswith("0x"):
+        return _is_ip(host)
+    return all(_LABEL.fullmatch(label) for label in labels)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def redact_url(url: str) -> str:
+    """``url`` with anything that may be user info (from ``://`` to the last ``@``) shown
+    as ``***``, and credential query values masked: for messages and logs."""
+    if "@" in url:
+        start = url.find("://") + 3 if "://" in url else 0
+        url = f"{url[:start]}{REDACTED}@{url[url.rfind('@') + 1 :]}"
+    return redact_query(url)
 
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -147,7 +241,9 @@ _TRANSIENT = (
 class HttpBackend:
     """Sends requests over HTTP with a pooled ``requests.Session``.
 
-    Transport failures (timeouts, resets, refused connections) become ``RetryableError``.
+    ``base_url`` is kept only as ``check_base_url`` rebuilt it, and every request goes to
+    that string plus the path. Transport failures (timeouts, resets, refused connections)
+    become ``RetryableError``.
     """
 
     def __init__(

@@ -612,7 +612,6 @@ def test_check_base_url_refuses_plain_http_off_loopback_and_other_schemes(url: s
     [
         ("https://business-api.tiktok.com/", "https://business-api.tiktok.com"),
         ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
-        ("https://proxy.example.com/tiktok/", "https://proxy.example.com/tiktok"),
     ],
 )
 def test_check_base_url_removes_trailing_slash(url: str, expected: str) -> None:

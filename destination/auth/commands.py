@@ -25,7 +25,7 @@ from destination.auth.provider import (
     app_secret,
 )
 from destination.auth.store import APP_ID_VARIABLE, TokenEntry, TokenStore, default_token_store
-from destination.backends import HttpBackend, check_base_url
+from destination.backends import HttpBackend, check_base_url, check_url, redact_url
 from destination.errors import ApiUnavailableError, AuthenticationError, ConfigurationError
 from destination.settings import DEFAULT_BASE_URL, ENVIRONMENT, TOKEN_VARIABLE, Secret
 from destination.tiktok.api import RetryPolicy, StaticToken, TikTokApi, TokenProvider
@@ -78,20 +78,23 @@ def read_app_secret(
 
 def _base_url(options: AuthOptions, entry: TokenEntry | None = None) -> str:
     """``--base-url``, else ``TIKTOK_API_BASE_URL``, else where the token came from."""
-    chosen = (
-        options.base_url
-        or options.environ.get(BASE_URL_VARIABLE, "").strip()
-        or (entry.base_url if entry is not None else DEFAULT_BASE_URL)
-    )
-    return check_base_url(chosen)
+    chosen = options.base_url or options.environ.get(BASE_URL_VARIABLE, "").strip()
+    if chosen or entry is None:
+        return check_base_url(chosen or DEFAULT_BASE_URL)
+    try:
+        return check_base_url(entry.base_url)
+    except ConfigurationError as exc:  # stored by an older version, which let more through
+        raise ConfigurationError(
+            f"the stored token of app {entry.app_id}: {exc}; give --base-url, or run "
+            f"`tiktok-audiences auth login --app-id {entry.app_id}` again"
+        ) from exc
 
 
 def _auth_url(environ: Mapping[str, str]) -> str:
+    """``TIKTOK_AUTH_URL`` (else TikTok's consent page), rebuilt from its checked parts;
+    unlike the API root, it keeps its path."""
     chosen = environ.get(AUTH_URL_VARIABLE, "").strip() or DEFAULT_AUTH_URL
-    try:
-        return check_base_url(chosen)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{AUTH_URL_VARIABLE}: {exc}") from exc
+    return check_url(chosen, name=AUTH_URL_VARIABLE, path=True)
 
 
 def _store(options: AuthOptions) -> TokenStore:
@@ -191,7 +194,7 @@ def auth_status(options: AuthOptions) -> None:
         in_use = "" if env_token or (len(entries) > 1 and chosen is None) else " (sync uses it)"
         print(f"app {app_id}{in_use}", file=out)
         print(f"  stored:       {entry.created_at} in {store.path}", file=out)
-        print(f"  issued by:    {entry.base_url}", file=out)
+        print(f"  issued by:    {redact_url(entry.base_url)}", file=out)
         print(f"  advertisers:  {', '.join(entry.advertiser_ids) or 'none'}", file=out)
         print(f"  scopes:       {_scopes_text(entry.scopes)}", file=out)
         refresh = "yes" if entry.refresh_token is not None else "none (advertiser tokens last)"

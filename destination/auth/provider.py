@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from destination.auth.oauth import TikTokOAuth
 from destination.auth.store import APP_ID_VARIABLE, TokenEntry, TokenStore, utc_now
-from destination.backends import Backend
+from destination.backends import Backend, redact_url
 from destination.errors import ConfigurationError
 from destination.settings import TOKEN_VARIABLE, Secret
 from destination.tiktok.api import StaticToken, TokenProvider
@@ -139,7 +139,7 @@ def token_for_run(
         log.warning(
             "the stored token of app %s was issued by %s, but this run talks to %s",
             entry.app_id,
-            entry.base_url,
+            redact_url(entry.base_url),  # an older version stored user info, if given
             base_url,
         )
     return StoredToken(store, entry, backend=backend, app_secret=app_secret(environ))
