@@ -3,7 +3,8 @@
 Exit codes (one place): 0 done (every event delivered or rejected for its own data),
 1 unexpected error (a bug: run with --debug and report it), 2 bad settings or usage,
 3 bad mapping file, 4 TikTok refused the credentials (or an authorization was denied or
-forged), 5 TikTok stayed unavailable, 6 the events input cannot be read.
+forged), 5 TikTok stayed unavailable, 6 the events input cannot be read, 7 an output
+(rejected or retry file, checkpoint, state directory) cannot be written.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from destination.errors import (
     DestinationError,
     InputError,
     MappingError,
+    OutputError,
 )
 from destination.fake_server import FaultPlan, parse_faults, serve_forever
 from destination.kit.fields import payload_schema
@@ -59,6 +61,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     AuthenticationError: 4,
     ApiUnavailableError: 5,
     InputError: 6,
+    OutputError: 7,
 }
 UNEXPECTED = 1
 STOP_CODES = {"auth": 4, "api_unavailable": 5}

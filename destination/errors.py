@@ -5,6 +5,8 @@
     DestinationError                   base of everything raised on purpose
     ├── ConfigurationError             bad settings or environment: fix and rerun (exit 2)
     ├── InputError                     the events file cannot be read at all (exit 6)
+    ├── OutputError                    an output (rejected or retry file, checkpoint) cannot
+    │                                  be written: disk full, read-only (exit 7)
     ├── MappingError                   bad mapping file: names file, JSON pointer, expectation
     │                                  (exit 3); raised before any call is made
     ├── PayloadError                   one event's data is unusable: that event is rejected
@@ -38,6 +40,7 @@ __all__ = [
     "DestinationError",
     "InputError",
     "MappingError",
+    "OutputError",
     "PayloadError",
     "PermanentError",
     "RateLimitError",
@@ -55,6 +58,10 @@ class ConfigurationError(DestinationError):
 
 class InputError(DestinationError):
     """The events input cannot be opened or read."""
+
+
+class OutputError(DestinationError):
+    """An output file or the state directory cannot be written (full, read-only, gone)."""
 
 
 class MappingError(DestinationError):

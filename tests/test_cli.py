@@ -212,7 +212,7 @@ def test_dry_run_needs_no_token_and_sends_nothing(
     assert run.code == 0
     assert served.fake.requests == []
     assert run.summary["dry_run"] is True
-    assert run.summary["requests"] == 3  # the would-be segment/mapping calls
+    assert run.summary["requests"] == 3 + 2  # the would-be segment/mapping calls and creates
     assert "[dry run]" in run.stderr
     assert not served.state.exists()
 

@@ -18,24 +18,67 @@ removing the same users twice leaves the audience the same.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from destination.errors import ConfigurationError
+from destination.errors import ConfigurationError, OutputError
+from destination.runner.prefix import InputPrefix
 
-__all__ = ["Checkpoint", "Progress", "fingerprint"]
+__all__ = ["Checkpoint", "Progress", "fingerprint", "locked_state"]
 
 VERSION = 1
 FILE_NAME = "checkpoint.json"
+LOCK_NAME = "lock"
+
+
+@contextlib.contextmanager
+def locked_state(directory: Path) -> Iterator[None]:
+    """Hold the state directory for one run: checked writable, and locked (``flock``).
+
+    Both before the first call to TikTok: a second sync on the same directory would send
+    everything again, and a directory that cannot take the checkpoint would be found only
+    after the first batch was sent. The lock goes with the process, however it ends.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=FILE_NAME, suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+        handle = open(directory / LOCK_NAME, "a+")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise OutputError(
+            f"the state directory {directory} cannot be written: {exc.strerror}"
+        ) from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            raise ConfigurationError(
+                f"the state directory {directory} is in use by another sync"
+                + (f" (process {holder})" if holder.isdigit() else "")
+                + ": wait for it to end, or use another --state directory"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 def fingerprint(events: str, mapping: Path) -> dict[str, Any]:
-    """What a checkpoint belongs to: the input (size and first MiB) and the mapping file."""
+    """What a checkpoint belongs to: the input (size and first MiB) and the mapping file.
+
+    Standard input cannot be looked at beforehand: its checkpoints record what was read
+    of it instead (``Checkpoint.stdin_prefix``), checked as the resumed run reads."""
     digest = hashlib.sha256(mapping.read_bytes()).hexdigest()
     if events == "-":
         return {"events": "-", "mapping_sha256": digest}
@@ -84,6 +127,8 @@ class Checkpoint:
     rejected_length: int = 0
     retry_length: int = 0
     complete: bool = False
+    # standard input only: what had been read of it (see ``runner.prefix``)
+    stdin_prefix: InputPrefix | None = None
 
     @classmethod
     def load(cls, directory: Path, expected: dict[str, Any]) -> Checkpoint | None:
@@ -106,6 +151,13 @@ class Checkpoint:
             )
         try:
             progress = document["progress"]
+            stdin = document.get("stdin_prefix")
+            if expected.get("events") == "-" and stdin is None:
+                raise ConfigurationError(
+                    f"the checkpoint {path} does not record what was read from standard "
+                    "input (an older version wrote it), so this input cannot be checked "
+                    "against it; use another --state directory to start over"
+                )
             return cls(
                 fingerprint=expected,
                 progress=Progress(
@@ -117,6 +169,9 @@ class Checkpoint:
                 rejected_length=int(document["rejected_length"]),
                 retry_length=int(document["retry_length"]),
                 complete=bool(document["complete"]),
+                stdin_prefix=None
+                if stdin is None
+                else InputPrefix(int(stdin["size"]), str(stdin["sha256"])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigurationError(
@@ -138,10 +193,24 @@ class Checkpoint:
             "retry_length": self.retry_length,
             "complete": self.complete,
         }
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=FILE_NAME, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, directory / FILE_NAME)
+        if self.stdin_prefix is not None:
+            document["stdin_prefix"] = {
+                "size": self.stdin_prefix.size,
+                "sha256": self.stdin_prefix.sha256,
+            }
+        tmp = None
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=FILE_NAME, suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, directory / FILE_NAME)
+        except OSError as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise OutputError(
+                f"cannot write the checkpoint in {directory}: {exc.strerror}"
+            ) from exc

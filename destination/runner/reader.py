@@ -11,14 +11,20 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Iterator
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-__all__ = ["DEFAULT_MAX_BYTES", "Line", "parse_line", "read_lines", "read_ndjson"]
+__all__ = ["DEFAULT_MAX_BYTES", "Line", "LineStream", "parse_line", "read_lines", "read_ndjson"]
 
 DEFAULT_MAX_BYTES = 1 << 20
 _RAW_KEPT = 2000  # characters of an unreadable line kept for the rejected file
+
+
+class LineStream(Protocol):
+    """What the reader reads from: a binary file, or anything with its ``readline``."""
+
+    def readline(self, size: int = -1, /) -> bytes: ...
 
 
 class Line(NamedTuple):
@@ -58,13 +64,13 @@ def _why_not_json(data: bytes) -> str:
     return "not valid JSON (NaN, Infinity, a lone surrogate, or a number beyond 64 bits)"
 
 
-def read_ndjson(stream: IO[bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Line]:
+def read_ndjson(stream: LineStream, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Line]:
     for item in read_lines(stream, max_bytes=max_bytes):
         yield item if isinstance(item, Line) else parse_line(*item)
 
 
 def read_lines(
-    stream: IO[bytes], *, max_bytes: int = DEFAULT_MAX_BYTES
+    stream: LineStream, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Iterator[Line | tuple[int, bytes]]:
     """The non-blank lines as ``(number, bytes)`` for ``parse_line``, unparsed; a line too
     long is a ``Line`` with its error already."""

@@ -39,7 +39,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
@@ -48,7 +48,7 @@ from destination.errors import DestinationError
 from destination.gc_tuning import FEW_COLLECTIONS
 from destination.kit.action import Subscription
 from destination.runner.pipeline import Routed
-from destination.runner.reader import Line, parse_line, read_lines
+from destination.runner.reader import Line, LineStream, parse_line, read_lines
 from destination.settings import Secret, Settings
 from destination.tiktok.actions import Context
 from destination.tiktok.api import TikTokApi
@@ -132,7 +132,7 @@ def route_lines(
 
 
 def routed_lines(
-    stream: IO[bytes],
+    stream: LineStream,
     *,
     max_bytes: int,
     workers: int,
