@@ -10,8 +10,9 @@ unavailable, as plain NDJSON input lines: ``sync --events`` takes the file as it
 
 Both hold personal data from the input, so they are readable by their owner only: a
 file this run creates is made so, and so is an existing file of the same user; a device
-such as ``/dev/null``, a pipe or another user's file keeps its mode. On a resumed run they are cut back to the
-length the checkpoint recorded and written on from there, so no line is written twice.
+such as ``/dev/null``, a pipe or another user's file keeps its mode. On a resumed run
+they are cut back to the length the checkpoint recorded and written on from there, so
+no line is written twice.
 
 An output that cannot be written (a full disk, a read-only file system) is an
 ``OutputError``; ``refuse_clashes`` keeps an output from being one of the run's inputs or
