@@ -2,18 +2,28 @@
 
 Every problem found is reported together in one ``ConfigurationError``. Secrets are held
 in ``Secret``, whose ``repr`` and ``str`` never show the value.
+
+The ranges are declared once, in the settings part of the mapping-file JSON Schema: a
+mapping file is checked against it when loaded, and the merged values (environment
+variables and flags included) are checked against the same declarations here, so
+``TIKTOK_QPS=-1`` is refused exactly as ``"qps": -1`` in a file is.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from jsonschema import Draft202012Validator
+
 from destination.backends import check_base_url
 from destination.errors import ConfigurationError
+from destination.resources import load_schema
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -107,7 +117,10 @@ def _convert(name: str, raw: str) -> Any:
     if kind.startswith("int"):
         return int(raw)
     if kind.startswith("float"):
-        return float(raw)
+        number = float(raw)
+        if not math.isfinite(number):  # float() reads "nan" and "inf"
+            raise ValueError(raw)
+        return number
     if kind == "Path":
         return Path(raw)
     return raw
@@ -151,22 +164,9 @@ def resolve_settings(
             "advertiser (or use --dry-run to check the input without sending)"
         )
 
-    batch_size = values.get("batch_size", Settings.batch_size)
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= 10_000:
-        problems.append(f"batch_size must be a whole number from 1 to 10000, got {batch_size!r}")
-    workers = values.get("workers", Settings.workers)
-    if workers != "auto" and (
-        not isinstance(workers, int) or isinstance(workers, bool) or not 0 <= workers <= 64
-    ):
-        problems.append(f'workers must be "auto" or a whole number from 0 to 64, got {workers!r}')
+    problems += _out_of_range(values, environ=environ, overrides=overrides)
     region = values.get("default_phone_region")
-    if region is not None and not (
-        isinstance(region, str) and len(region) == 2 and region.isalpha()
-    ):
-        problems.append(
-            f"default_phone_region must be a two-letter region code such as 'US', got {region!r}"
-        )
-    elif region is not None:
+    if isinstance(region, str):
         values["default_phone_region"] = region.upper()
     try:
         values["base_url"] = check_base_url(str(values.get("base_url", DEFAULT_BASE_URL)))
@@ -176,6 +176,68 @@ def resolve_settings(
     if problems:
         raise ConfigurationError("invalid settings: " + "; ".join(problems))
     return Settings(**values)
+
+
+@cache
+def _declarations() -> tuple[Draft202012Validator, Mapping[str, Any]]:
+    """The settings' declarations (the mapping-file schema's ``$defs/settings``)."""
+    schema = load_schema("mapping-file.schema.json")
+    declared = {"$defs": schema["$defs"], "$ref": "#/$defs/settings"}
+    return Draft202012Validator(declared), schema["$defs"]["settings"]["properties"]
+
+
+def _out_of_range(
+    values: Mapping[str, Any], *, environ: Mapping[str, str], overrides: Mapping[str, Any]
+) -> list[str]:
+    """Each setting whose merged value breaks its declaration, once, with where it came
+    from (a flag or an environment variable: a file's values were checked on loading)."""
+    validator, properties = _declarations()
+    document = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    problems = []
+    wrong = {str(e.path[0]) for e in validator.iter_errors(document) if e.path}
+    wrong.discard("base_url")  # check_base_url judges it, with the parser that connects
+    # NaN compares false with every bound, so no range refuses it
+    wrong.update(k for k, v in values.items() if isinstance(v, float) and not math.isfinite(v))
+    for name in sorted(wrong):
+        value = values[name]
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)  # JSON has no NaN: say it plainly
+        source = ""
+        if overrides.get(name) is not None:
+            source = f" (from --{name.replace('_', '-')})"
+        elif name in ENVIRONMENT and environ.get(ENVIRONMENT[name], "").strip():
+            source = f" (from {ENVIRONMENT[name]})"
+        problems.append(f"{name} must be {_expected(properties[name])}, got {value!r}{source}")
+    return problems
+
+
+def _expected(declaration: Mapping[str, Any]) -> str:
+    """A setting's declaration in words: "a whole number from 1 to 10000"."""
+    for combined in ("anyOf", "oneOf"):
+        if combined in declaration:
+            return " or ".join(_expected(d) for d in declaration[combined])
+    if "const" in declaration:
+        return _json_text(declaration["const"])
+    if "enum" in declaration:
+        return "one of " + ", ".join(_json_text(v) for v in declaration["enum"])
+    kind = declaration.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if "integer" in kinds or "number" in kinds:
+        words = "a whole number" if "integer" in kinds else "a number"
+        low = declaration.get("minimum", declaration.get("exclusiveMinimum"))
+        high = declaration.get("maximum")
+        if "exclusiveMinimum" in declaration:
+            return f"{words} above {low} and at most {high}"
+        return f"{words} from {low} to {high}"
+    if "pattern" in declaration:
+        return f"text matching {declaration['pattern']}"
+    if "boolean" in kinds:
+        return "true or false"
+    return "text" if "string" in kinds else "valid"
+
+
+def _json_text(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)
 
 
 AUTO_WORKERS_MIN_BYTES = 64 << 20
