@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import orjson
 import requests
@@ -96,6 +97,35 @@ class ApiRequest:
             k: (REDACTED if k.lower() in _SECRET_PARAMS else v) for k, v in self.params.items()
         }
         return f"ApiRequest({self.method} {self.path}, params={params!r}, headers={shown!r})"
+
+    def secrets(self) -> list[str]:
+        """The credentials this request carries: secret headers, query values, body fields."""
+        found = [v for k, v in self.headers.items() if k.lower() in _SECRET_HEADERS]
+        found += [v for k, v in self.params.items() if k.lower() in _SECRET_PARAMS]
+        if isinstance(self.json, dict):
+            found += [v for k, v in self.json.items() if k in _SECRET_PARAMS and isinstance(v, str)]
+        return [v for v in found if v]
+
+    def redact(self, text: str) -> str:
+        """``text`` (an error from the HTTP stack) without this request's credentials,
+        however it writes them: as they are, escaped as in a repr or JSON, or
+        percent-encoded, and without any credential query value."""
+        for secret in self.secrets():
+            for form in _written_forms(secret):
+                text = text.replace(form, REDACTED)
+        return redact_query(text)
+
+
+def _written_forms(secret: str) -> list[str]:
+    """The ways an error message may spell ``secret``, longest first."""
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        secret.encode("unicode_escape").decode("ascii"),
+        json.dumps(secret)[1:-1],
+        quote(secret, safe=""),
+    }
+    return sorted(forms, key=len, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -282,12 +312,12 @@ class HttpBackend:
         except _TRANSIENT as exc:
             # The exception text holds the URL (a query can hold the app secret): name the
             # class only, log the text redacted, and do not chain it into tracebacks.
-            log.debug("%s %s: %s", request.method, request.path, redact_query(str(exc)))
+            log.debug("%s %s: %s", request.method, request.path, request.redact(str(exc)))
             raise RetryableError(
                 f"{request.method} {request.path} failed in transport: {type(exc).__name__}"
             ) from None
         except requests.RequestException as exc:
-            log.debug("%s %s: %s", request.method, request.path, redact_query(str(exc)))
+            log.debug("%s %s: %s", request.method, request.path, request.redact(str(exc)))
             raise PermanentError(
                 f"{request.method} {request.path} cannot be sent: {type(exc).__name__}"
             ) from None

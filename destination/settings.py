@@ -155,7 +155,13 @@ def resolve_settings(
     )
 
     token = environ.get(TOKEN_VARIABLE, "").strip()
-    if token:
+    if token and (not token.isascii() or not token.isprintable() or " " in token):
+        # never quoted: a token with a line break would end up in an HTTP header
+        problems.append(
+            f"{TOKEN_VARIABLE} holds whitespace, a control character or non-ASCII text, "
+            "which no TikTok token does: set it again (without quotes or line breaks)"
+        )
+    elif token:
         values["access_token"] = Secret(token)
     elif need_token:
         problems.append(
