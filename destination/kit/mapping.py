@@ -23,6 +23,10 @@ A mapping value is resolved recursively:
 
 - ``"@excludeWhenNull": true`` inside a plain object drops its keys that resolve to null.
 
+A mapping nests at most ``MAX_DEPTH`` levels (its JSON pointers have at most that many
+steps from the file's root), checked without recursion before anything else: compiling
+and applying recurse once per level.
+
 Every mistake is a ``MappingError`` raised by ``compile_mapping``, naming the JSON
 pointer of the offending node: a bad value at that value, a wrong set of keys (unknown
 directive, extra or missing key) at the object holding them. ``apply`` never raises
@@ -41,7 +45,7 @@ from typing import Any, Final, TypeAlias
 from destination.errors import MappingError
 from destination.kit.schema import json_pointer
 
-__all__ = ["CompiledMapping", "compile_mapping"]
+__all__ = ["MAX_DEPTH", "CompiledMapping", "check_depth", "compile_mapping"]
 
 Resolver: TypeAlias = Callable[[Any], Any]
 """A compiled mapping value: takes the root (the event, or an ``@arrayPath`` item)."""
@@ -53,12 +57,17 @@ _EXCLUDE_WHEN_NULL: Final = "@excludeWhenNull"
 
 # Tuples, not unions: isinstance is faster with them, and dict is tried before the ABC.
 _OBJECT: Final = (dict, Mapping)
+_CONTAINER: Final = (dict, list, Mapping)
 _SCALAR: Final = (str, int, float)
 _IMMUTABLE: Final = frozenset({str, int, float, bool})  # exact types: returned as they are
 _EMPTY: Final[Mapping[str, Any]] = {}  # never written to
 _JSONPATH_STEP: Final = re.compile(r"""\.([^.\[\]'"\s]+)|\[(\d+)\]|\[(['"])(.*?)\3\]""")
 _TEMPLATE_SEGMENT: Final = re.compile(r"[^.{}\s]+")
 _MAX_INDEX_DIGITS: Final = 18  # no list is longer; int() refuses past 4,300 digits
+MAX_DEPTH: Final = 64
+"""Most steps in a JSON pointer of a mapping file (of a mapping, from the root its pointer
+names). Real mappings use a handful; the limit keeps every recursive step (compiling,
+copying literals, JSON Schema checks, error messages) far from Python's recursion limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,7 @@ def compile_mapping(
     """Compile ``mapping`` (found at ``pointer`` in ``source``) or raise ``MappingError``."""
     site = _Site(source, pointer)
     node: object = mapping
+    check_depth(node, source=source, pointer=pointer)
     if not isinstance(node, Mapping):
         raise site.error(f"a mapping: an object of action fields, got {_got(node)}")
     directive = _directive_of(node, site)
@@ -118,6 +128,40 @@ def compile_mapping(
             "mapping (use it as the value of a field)"
         )
     return CompiledMapping(*_compile_fields(node, site))
+
+
+def check_depth(node: Any, *, source: str, pointer: str = "") -> None:
+    """``MappingError`` at the first node (in document order) more than ``MAX_DEPTH``
+    steps from the root, counting the steps ``pointer`` already has.
+
+    Iterative, so a document of any depth is checked; only containers are visited, and
+    a node's pointer is spelled out only for the error.
+    """
+    # (container, its depth, its path below ``node`` as a chain (parent's path, key))
+    stack: list[tuple[Any, int, tuple[Any, Any] | None]] = [(node, pointer.count("/"), None)]
+    while stack:
+        value, depth, path = stack.pop()
+        items: list[tuple[Any, Any]]
+        if isinstance(value, Mapping):
+            items = list(value.items())
+        elif isinstance(value, list):
+            items = list(enumerate(value))
+        else:
+            continue  # a scalar root
+        if items and depth >= MAX_DEPTH:
+            keys: list[Any] = [items[0][0]]
+            while path is not None:
+                path, key = path
+                keys.append(key)
+            raise MappingError(
+                source,
+                pointer + json_pointer(reversed(keys)),
+                f"a value at most {MAX_DEPTH} levels deep (a JSON pointer of at most "
+                f"{MAX_DEPTH} steps), got one nested deeper",
+            )
+        for key, child in reversed(items):  # popped in document order
+            if isinstance(child, _CONTAINER):
+                stack.append((child, depth + 1, (path, key)))
 
 
 def _compile(node: Any, site: _Site) -> Resolver:
@@ -329,6 +373,8 @@ def _parse_jsonpath(path: str, site: _Site) -> Steps:
         else:
             steps.append((name if name is not None else quoted, None))
         position = match.end()
+        if len(steps) > MAX_DEPTH:
+            raise site.error(f"{shape}, of at most {MAX_DEPTH} steps; this one has more")
     return tuple(steps)
 
 
