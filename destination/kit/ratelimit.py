@@ -1,14 +1,25 @@
-"""Rate limiting: token buckets per app and per advertiser, shared by every sender thread.
+"""Rate limiting per app and per advertiser, paced by when requests actually leave.
 
-Each bucket holds one token and gains one every ``1 / qps`` seconds (plus a 2% margin,
-so that arrival jitter at the server does not turn ``qps`` evenly spaced requests into
-``qps + 1`` in one second). A request takes a token from the app bucket and from its
-advertiser's bucket at the same moment, so neither rate is ever exceeded however many
-requests are in flight. A bucket of capacity one never bursts: TikTok counts requests
-per second, and a burst allowance would let two seconds' worth land in one.
+A bucket lets one request go every ``1.02 / qps`` seconds, counted from the moment the
+previous request was let go: ``acquire`` reads the clock, and only if that time is far
+enough from the last send does it take the slot and return, all under one lock;
+otherwise it sleeps and looks again. A sleep that wakes late (a loaded machine) then
+only delays the next request; it can never bring two requests closer together. So any
+one-second window holds at most ``qps`` sends (at most ``ceil(qps)`` for a fractional
+``qps``), which is how TikTok counts. (Booking a slot and sleeping until it, as an
+earlier version did, breaks this: after a late wake-up the next slot is already due and
+two requests leave at once.)
 
-``slow_down`` empties a bucket for the rest of the current second: what a rate-limit
-answer asks for, instead of hammering.
+The sends are spaced evenly, never in bursts: a burst leaves no room for jitter. The 2%
+margin is that room: requests take varying times to reach TikTok after they leave
+(network, connection set-up), and at exactly ``1 / qps`` apart a request that travels
+slower than the one ``qps`` sends later would land ``qps + 1`` in one of TikTok's
+seconds; 2% gives 20 ms of slack per second.
+
+A request goes when both the app's bucket and its advertiser's allow it, and takes
+both slots at the same moment, so neither rate is exceeded however many requests are
+in flight. ``slow_down`` holds a bucket back for the rest of the current second: what a
+rate-limit answer asks for, instead of hammering. ``qps`` 0 means no limit.
 """
 
 from __future__ import annotations
@@ -26,11 +37,17 @@ MARGIN = 1.02
 
 @dataclass
 class _Bucket:
-    interval: float  # seconds per token; 0 = unlimited
-    next_free: float = 0.0
+    interval: float  # seconds between two sends; 0 = unlimited
+    last_sent: float = -math.inf
+    not_before: float = -math.inf  # set by slow_down
+
+    def ready_at(self) -> float:
+        return max(self.last_sent + self.interval, self.not_before)
 
 
 class RateLimiter:
+    """Thread-safe; ``clock`` and ``sleep`` are injectable for tests."""
+
     def __init__(
         self,
         *,
@@ -52,18 +69,20 @@ class RateLimiter:
         return self._keys.setdefault(key, _Bucket(self._key_interval))
 
     def acquire(self, key: str | None = None) -> None:
-        """Wait until a request for ``key`` (an advertiser) may go, and take its tokens."""
-        with self._lock:
-            buckets = (self._app, self._bucket(key)) if key is not None else (self._app,)
-            now = self._clock()
-            start = max(now, *(b.next_free for b in buckets))
-            for bucket in buckets:
-                bucket.next_free = start + bucket.interval
-        if start > now:
-            self._sleep(start - now)
+        """Wait until a request for ``key`` (an advertiser) may go, and record it as sent."""
+        while True:
+            with self._lock:
+                buckets = (self._app, self._bucket(key)) if key is not None else (self._app,)
+                now = self._clock()
+                ready = max(bucket.ready_at() for bucket in buckets)
+                if ready <= now:
+                    for bucket in buckets:
+                        bucket.last_sent = now
+                    return
+            self._sleep(ready - now)  # outside the lock; the time is checked again after
 
     def slow_down(self, key: str | None = None) -> None:
         """No request from this bucket (``key``'s, or the app's) until the next second."""
         with self._lock:
             bucket = self._bucket(key)
-            bucket.next_free = max(bucket.next_free, math.floor(self._clock()) + 1.0)
+            bucket.not_before = max(bucket.not_before, math.floor(self._clock()) + 1.0)
