@@ -1,4 +1,4 @@
-"""Limits of mapping files: how deep they may nest.
+"""Limits of mapping files: how deep they may nest, and what 10,000 subscriptions cost.
 
 A node's depth is the number of steps in its JSON pointer from the file's root (for
 ``compile_mapping``, from the root its ``pointer`` argument names): at most
@@ -15,10 +15,17 @@ from typing import Any
 
 import pytest
 
+import destination.kit.mapping
+import destination.kit.schema
+from destination.backends import DryRunBackend
 from destination.cli import main
 from destination.errors import MappingError
 from destination.kit.mapping import MAX_DEPTH, compile_mapping
-from destination.tiktok.destination import load_mapping_file, template
+from destination.settings import Secret, Settings
+from destination.tiktok.actions import Context
+from destination.tiktok.api import TikTokApi
+from destination.tiktok.audiences import AudienceRegistry
+from destination.tiktok.destination import bind, load_mapping_file, template
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_EVENTS = ROOT / "fixtures" / "demo" / "native-events.ndjson"
@@ -196,3 +203,88 @@ def test_the_whole_file_is_held_to_the_limit_before_its_schema_check(
     assert code == 3, err
     assert f"{path}: at /settings/batch_size/a/a" in err
     assert f"at most {MAX_DEPTH} levels" in err
+
+
+# --------------------------------------------------------- many subscriptions
+
+
+def _context(tmp_path: Path) -> Context:
+    return Context(
+        settings=Settings(),
+        api=TikTokApi(DryRunBackend(), Secret("unused")),
+        registry=AudienceRegistry(tmp_path / "a.json", namespace="test", create=None),
+    )
+
+
+def _many_subscriptions(tmp_path: Path, copies: int) -> Path:
+    document = template("native", {"advertiser_id": "7000000000000000001"})
+    document["subscriptions"] = [
+        {**entry, "name": f"{entry['name']} {copy}"}
+        for copy in range(copies)
+        for entry in document["subscriptions"]
+    ]
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps(document), "utf-8")
+    return path
+
+
+def test_subscriptions_of_one_action_share_one_payload_validator(tmp_path: Path) -> None:
+    subscriptions = bind(load_mapping_file(_many_subscriptions(tmp_path, 3)), _context(tmp_path))
+
+    by_action: dict[str, set[int]] = {}
+    for subscription in subscriptions:
+        by_action.setdefault(subscription.action.key, set()).add(id(subscription.validator))
+    assert len(subscriptions) == 6
+    assert {key: len(ids) for key, ids in by_action.items()} == {
+        "addToAudience": 1,
+        "removeFromAudience": 1,
+    }
+
+
+def test_binding_generates_path_code_per_path_length_not_per_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executed: list[str] = []
+
+    def counting_exec(source: str, namespace: dict[str, Any]) -> None:
+        executed.append(source)
+        exec(source, namespace)
+
+    monkeypatch.setattr(destination.kit.mapping, "exec", counting_exec, raising=False)
+    mapping_file = load_mapping_file(_many_subscriptions(tmp_path, 50))
+    paths = {
+        value["@path"]
+        for entry in mapping_file.subscriptions
+        for value in _values(entry.get("mapping", {}))
+        if isinstance(value, dict) and isinstance(value.get("@path"), str)
+    }
+
+    assert len(bind(mapping_file, _context(tmp_path))) == 100
+    lengths = {path.count(".") for path in paths}
+    assert len(executed) <= len(lengths) < len(paths)
+
+
+def _values(node: Any) -> list[Any]:
+    """``node`` and every value inside it (mapping files here are shallow)."""
+    found = [node]
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    for child in children:
+        found.extend(_values(child))
+    return found
+
+
+def test_binding_compiles_each_action_schema_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled: list[str] = []
+    real = destination.kit.schema.fastjsonschema.compile
+
+    def counting(schema: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        compiled.append(schema["title"])
+        return real(schema, *args, **kwargs)
+
+    monkeypatch.setattr(destination.kit.schema.fastjsonschema, "compile", counting)
+    mapping_file = load_mapping_file(_many_subscriptions(tmp_path, 50))
+
+    assert len(bind(mapping_file, _context(tmp_path))) == 100
+    assert sorted(compiled) == ["Add to Audience", "Remove from Audience"]

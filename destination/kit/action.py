@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 from destination.errors import MappingError, PayloadError
 from destination.kit.fields import Field, default_mapping, payload_schema
 from destination.kit.mapping import CompiledMapping, compile_mapping
-from destination.kit.schema import PayloadValidator, json_pointer
+from destination.kit.schema import PayloadValidator, PayloadValidators, json_pointer
 from destination.kit.subscriptions import Condition, parse_subscription
 
 __all__ = [
@@ -187,11 +187,13 @@ def bind_subscription(
     mapping: Mapping[str, Any],
     source: str,
     pointer: str,
+    validators: PayloadValidators | None = None,
 ) -> Subscription:
     """Compile a subscription from its mapping-file entry (``pointer`` locates it).
 
     Fields the mapping leaves out keep their default mapping; a mapping key that is not
-    a field of the action is a ``MappingError``.
+    a field of the action is a ``MappingError``. Subscriptions bound with the same
+    ``validators`` share the payload validator of their schema (without: a new one).
     """
     known = {f.name for f in action.fields}
     for key in mapping:
@@ -213,5 +215,7 @@ def bind_subscription(
         action=action,
         condition=parse_subscription(subscribe, source=source, pointer=f"{pointer}/subscribe"),
         mapping=compile_mapping(merged, source=source, pointer=f"{pointer}/mapping"),
-        validator=PayloadValidator(payload_schema(action.fields, title=action.title)),
+        validator=(validators or PayloadValidators()).get(
+            payload_schema(action.fields, title=action.title)
+        ),
     )

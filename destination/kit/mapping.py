@@ -36,6 +36,7 @@ the event nor the mapping.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -402,27 +403,40 @@ def _key_path(steps: Steps) -> Resolver:
     (a string, a number, a non-empty list): then ``_walk`` itself decides, on the rare
     event that has one. The result is copied by ``_fresh`` unless immutable.
     """
+    return _key_path_maker(len(steps))(steps, *(key for key, _ in steps))
+
+
+@functools.cache
+def _key_path_maker(length: int) -> Callable[..., Resolver]:
+    """What makes ``_key_path`` resolvers of ``length`` keys, from the steps and keys.
+
+    The code is generated and compiled once per length (at most ``MAX_DEPTH``), not per
+    path: compiling is the costly part, and a file with thousands of subscriptions has
+    thousands of paths of a few lengths. The keys are arguments, never source text.
+    """
+    keys = [f"key{i}" for i in range(length)]
     chain = "root"
-    for key, _ in steps:
-        chain = f"({chain} or _EMPTY).get({key!r})"
+    for key in keys:
+        chain = f"({chain} or _EMPTY).get({key})"
     source = (
-        "def resolve(root):\n"
-        "    try:\n"
-        f"        value = {chain}\n"
-        "    except AttributeError:\n"
-        "        return _fresh(_walk(root, steps))\n"
-        "    return value if value is None or type(value) in _IMMUTABLE else _fresh(value)\n"
+        f"def make(steps, {', '.join(keys)}):\n"
+        "    def resolve(root):\n"
+        "        try:\n"
+        f"            value = {chain}\n"
+        "        except AttributeError:\n"
+        "            return _fresh(_walk(root, steps))\n"
+        "        return value if value is None or type(value) in _IMMUTABLE else _fresh(value)\n"
+        "    return resolve\n"
     )
     namespace: dict[str, Any] = {
         "_EMPTY": _EMPTY,
         "_IMMUTABLE": _IMMUTABLE,
         "_fresh": _fresh,
         "_walk": _walk,
-        "steps": steps,
     }
-    exec(source, namespace)  # noqa: S102 (the source is built here, keys quoted by repr)
-    resolve: Resolver = namespace["resolve"]
-    return resolve
+    exec(source, namespace)  # noqa: S102 (the source is built here from argument names)
+    make: Callable[..., Resolver] = namespace["make"]
+    return make
 
 
 def _compile_template(arg: Any, site: _Site) -> Resolver:

@@ -6,11 +6,13 @@ Two uses:
   ``MappingError`` naming the file, the JSON pointer of the first bad node, what was
   expected there, and how many other problems were found.
 - ``PayloadValidator`` checks one mapped payload and returns short reasons that name
-  the field and the rule but never quote the value (a payload holds personal data).
+  the field and the rule but never quote the value (a payload holds personal data);
+  ``PayloadValidators`` builds one per distinct schema, for subscriptions bound together.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,7 +22,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from destination.errors import MappingError
 
-__all__ = ["DocumentValidator", "PayloadValidator", "json_pointer"]
+__all__ = ["DocumentValidator", "PayloadValidator", "PayloadValidators", "json_pointer"]
 
 
 def json_pointer(parts: Iterable[str | int]) -> str:
@@ -92,6 +94,27 @@ class PayloadValidator:
         except fastjsonschema.JsonSchemaException:
             return [_payload_reason(e) for e in _sorted_errors(self._validator, payload)]
         return []
+
+
+class PayloadValidators:
+    """``PayloadValidator``s built once per distinct schema and shared.
+
+    Building one is costly (jsonschema checks the schema, fastjsonschema generates and
+    compiles code, and both keep what they made), while every subscription of an action
+    has the same schema: a mapping file with thousands of subscriptions needs a few.
+    Validators hold no per-payload state, so sharing one is safe.
+    """
+
+    def __init__(self) -> None:
+        self._built: dict[str, PayloadValidator] = {}
+
+    def get(self, schema: Mapping[str, Any]) -> PayloadValidator:
+        """The validator of ``schema``: built on first use, then the same object."""
+        key = json.dumps(schema, sort_keys=True)  # equal schemas, equal keys
+        validator = self._built.get(key)
+        if validator is None:
+            validator = self._built[key] = PayloadValidator(schema)
+        return validator
 
 
 def _payload_reason(error: ValidationError) -> str:

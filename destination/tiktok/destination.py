@@ -19,7 +19,7 @@ from destination.errors import MappingError
 from destination.kit.action import Subscription, bind_subscription
 from destination.kit.fields import default_mapping
 from destination.kit.mapping import MAX_DEPTH, check_depth
-from destination.kit.schema import DocumentValidator
+from destination.kit.schema import DocumentValidator, PayloadValidators
 from destination.resources import load_schema
 from destination.tiktok.actions import Context, build_action
 from destination.tiktok.fields import CATALOGUE, Mode
@@ -87,7 +87,9 @@ def _too_deep(text: str) -> str:
 
 def bind(mapping_file: MappingFile, context: Context) -> list[Subscription]:
     """The enabled subscriptions, compiled; every one is checked, disabled ones too, and
-    mapping errors name the file and pointer."""
+    mapping errors name the file and pointer. Subscriptions of one action share one
+    payload validator (building one is costly; files may hold thousands)."""
+    validators = PayloadValidators()
     bound = [
         bind_subscription(
             name=entry["name"],
@@ -96,6 +98,7 @@ def bind(mapping_file: MappingFile, context: Context) -> list[Subscription]:
             mapping=entry.get("mapping", {}),
             source=mapping_file.source,
             pointer=f"/subscriptions/{index}",
+            validators=validators,
         )
         for index, entry in enumerate(mapping_file.subscriptions)
     ]
