@@ -3,6 +3,10 @@
 The developer's ``TIKTOK_*`` variables (a real access token, a sandbox base URL, ...)
 must never change what a test sees, and nothing a test does may read or write the real
 ``~/.local/state`` or ``~/.config`` (where the token store lives).
+
+Hypothesis runs under the ``tiktok-audiences`` profile: no per-example deadline and no
+"too slow" health check, the two limits it measures in wall-clock time, which a loaded
+machine (several suites at once) exceeds while the code under test is correct.
 """
 
 from __future__ import annotations
@@ -13,6 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Before any test module builds its own ``settings(...)``: those inherit what they do not
+# set from the profile loaded when they are made. (A ``suppress_health_check`` given
+# explicitly replaces this list, so such settings list ``too_slow`` themselves.)
+settings.register_profile(
+    "tiktok-audiences", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("tiktok-audiences")
 
 
 @pytest.fixture(autouse=True)

@@ -420,7 +420,9 @@ def test_every_event_is_accounted_for_under_random_faults(
 
 
 @settings(
-    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(specs=line_specs(), run_settings=run_settings)
 def test_without_faults_every_deliverable_event_is_delivered(
