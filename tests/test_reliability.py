@@ -11,22 +11,25 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from destination.backends import ApiRequest, ApiResponse, HttpBackend
+from destination.backends import ApiRequest, ApiResponse, Backend, HttpBackend
 from destination.cli import main
 from destination.fake_server import FakeTikTok, FaultPlan, serve_in_thread
 from destination.kit.ratelimit import RateLimiter
+from destination.runner import sync as sync_module
 from destination.runner.reader import read_ndjson
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import Secret
 from destination.tiktok.api import RetryPolicy, TikTokApi
 from destination.tiktok.normalize import hash_email
-from tests.clock import FakeClock
+from tests.clock import HANG_GUARD, FakeClock, ThreadsClock
 from tests.fake_backends import CrashAfter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +102,20 @@ def accepted_emails(fake: FakeTikTok) -> Counter[str]:
 # --- crash and resume ---------------------------------------------------------------
 
 
+def wait_for_the_hold(arrived: threading.Event, process: subprocess.Popen[bytes]) -> None:
+    """Wait until the held request arrived, however slowly the sync starts; a sync that
+    ended first fails the test at once, with what it printed."""
+    guard = time.monotonic() + HANG_GUARD
+    while not arrived.wait(0.05):
+        if process.poll() is not None:
+            _, stderr = process.communicate()
+            pytest.fail(
+                f"the sync ended ({process.returncode}) before the held request:\n"
+                + stderr.decode(errors="replace")
+            )
+        assert time.monotonic() < guard, "the sync never reached the held request"
+
+
 def test_sigkill_mid_run_then_rerun_with_the_same_state_delivers_everything_once(
     tmp_path: Path,
 ) -> None:
@@ -122,9 +139,9 @@ def test_sigkill_mid_run_then_rerun_with_the_same_state_delivers_everything_once
         }
         first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            assert arrived.wait(60), "the sync never reached the 21st batch"
+            wait_for_the_hold(arrived, first)
             first.send_signal(signal.SIGKILL)
-            assert first.wait(30) == -signal.SIGKILL
+            assert first.wait(HANG_GUARD) == -signal.SIGKILL
         finally:
             fake.release(process=False)  # the killed client's request is never carried out
             first.kill()
@@ -223,9 +240,36 @@ def test_events_tiktok_could_not_take_go_to_the_retry_file_and_a_later_run_deliv
 # --- rate limits ------------------------------------------------------------------------
 
 
-def test_never_more_requests_in_a_second_than_the_qps_measured_at_the_server(
-    tmp_path: Path,
+class SentAt:
+    """A backend that notes the sending thread's time on ``clock`` before each request
+    goes on to ``backend`` (the moment it left, after the rate limiter let it go)."""
+
+    def __init__(self, backend: Backend, clock: ThreadsClock) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.times: list[float] = []
+
+    def send(self, request: ApiRequest) -> ApiResponse:
+        sent_at = self._clock.thread_now()
+        with self._lock:
+            self.times.append(sent_at)
+        return self._backend.send(request)
+
+
+def test_four_senders_never_send_more_requests_in_a_second_than_the_qps_over_http(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The senders share one limiter at the configured rates. The time is a fake clock's
+    (real seconds on a loaded machine would measure the scheduler, not the limiter); the
+    requests go over HTTP to the fake TikTok."""
+    clock = ThreadsClock()
+
+    class PacedByTheFakeClock(TikTokApi):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs, clock=clock, sleep=clock.sleep)
+
+    monkeypatch.setattr(sync_module, "TikTokApi", PacedByTheFakeClock)
     fake, audience_id = make_fake()
     qps, requests = 25, 60
     events = write_events(
@@ -233,12 +277,15 @@ def test_never_more_requests_in_a_second_than_the_qps_measured_at_the_server(
     )
     mapping = write_mapping(tmp_path, batch_size=1, qps=qps, advertiser_qps=qps, concurrency=4)
     with serve_in_thread(fake) as server:
+        sent = SentAt(HttpBackend(server.base_url), clock)
         summary = run_sync(
             SyncOptions(mapping=mapping, events=str(events)),
             environ=environ(tmp_path, TIKTOK_API_BASE_URL=server.base_url),
+            backend=sent,
         )
     assert accounted(summary)["delivered"] == requests
-    times = fake.received_at
+    assert len(fake.requests) == requests
+    times = sorted(sent.times)
     assert len(times) == requests
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
     assert busiest <= qps
