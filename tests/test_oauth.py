@@ -174,9 +174,9 @@ def test_tiktok_out_of_reach_is_api_unavailable() -> None:
     dead.stop()  # the port is free again: connections are refused
 
     with pytest.raises(ApiUnavailableError, match="try again later"):
-        TikTokOAuth(HttpBackend(dead.base_url), APP_ID, Secret(APP_SECRET)).exchange_code(
-            "code", REDIRECT
-        )
+        TikTokOAuth(
+            HttpBackend(dead.base_url), APP_ID, Secret(APP_SECRET), sleep=lambda _: None
+        ).exchange_code("code", REDIRECT)  # retried without waiting (test_auth_retry.py)
 
 
 # ----------------------------------------------------------------- the callback

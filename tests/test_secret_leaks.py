@@ -25,6 +25,7 @@ from destination.backends import ApiRequest, HttpBackend
 from destination.cli import main
 from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.settings import Secret
+from destination.tiktok.api import RetryPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "LEAKCHECK-token-7f3a9c51"
@@ -177,7 +178,11 @@ def test_a_failing_login_leaks_no_token_or_secret(
     if failure == "advertisers unavailable":
         app_id = "7100000000000000099"
         fake.add_app(app_id, SECRET, [ADVERTISER])
-        fake.fail_next(50002, path="oauth2/advertiser/get/")
+        # every attempt fails; the login's retries come at once
+        fake.fail_next(50002, path="oauth2/advertiser/get/", times=2)
+        monkeypatch.setattr(
+            "destination.auth.oauth.OAUTH_RETRY", RetryPolicy(max_attempts=2, initial_wait=0)
+        )
     pages: list[str] = []
 
     def browser(url: str) -> bool:

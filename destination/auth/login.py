@@ -10,6 +10,7 @@ raises before anything is stored.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from destination.auth.oauth import Advertiser, TikTokOAuth, consent_url, new_sta
 from destination.auth.store import TokenEntry, TokenStore, utc_now
 from destination.backends import Backend
 from destination.settings import Secret
+from destination.tiktok.api import RetryPolicy
 
 __all__ = ["LoginResult", "login"]
 
@@ -42,15 +44,21 @@ def login(
     timeout: float = 300.0,
     host: str = "127.0.0.1",
     port: int = 0,
+    retry: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> LoginResult:
-    """Authorize ``app_id`` through TikTok's consent page and store the token."""
+    """Authorize ``app_id`` through TikTok's consent page and store the token.
+
+    ``retry`` (None: ``OAUTH_RETRY``) and ``sleep`` pace the retries of the calls to
+    TikTok after the consent.
+    """
     state = new_state()
     with CallbackServer(state, host=host, port=port) as callback:
         redirect_uri = callback.redirect_uri
         open_url(consent_url(auth_url, app_id=app_id, redirect_uri=redirect_uri, state=state))
         auth_code = callback.wait(timeout)
     log.debug("authorization code received; exchanging it")
-    oauth = TikTokOAuth(backend, app_id, secret)
+    oauth = TikTokOAuth(backend, app_id, secret, retry=retry, sleep=sleep)
     grant = oauth.exchange_code(auth_code, redirect_uri)
     advertisers = oauth.advertisers(grant.access_token)
     entry = TokenEntry(

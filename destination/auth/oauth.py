@@ -23,27 +23,48 @@ The app secret is a ``Secret`` revealed only while a request body is built; auth
 client never holds it. Failures become the project's errors: ``AuthenticationError``
 (refused secret, code or token), ``ApiUnavailableError`` (TikTok unreachable or busy),
 ``PermanentError``.
+
+Every call is retried the way a sync's requests are (``RetryPolicy``: transport
+failures and what ``classify`` calls retryable), so that a flaky network does not undo
+a consent the user just gave. TikTok's answer about the code itself is never retried:
+a code works once. A reply lost on the way (TikTok may have used the code and issued a
+token nobody received) makes the next attempt meet 40110; that error then says the
+reply was lost.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from authlib.common.errors import AuthlibBaseError
 from authlib.common.security import generate_token
 from authlib.common.urls import add_params_to_uri, url_decode, url_encode
 from authlib.oauth2.client import OAuth2Client
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+)
 
 from destination.backends import ApiRequest, ApiResponse, Backend
-from destination.errors import ApiUnavailableError, PermanentError, RetryableError
+from destination.errors import (
+    ApiUnavailableError,
+    AuthenticationError,
+    PermanentError,
+    RetryableError,
+)
 from destination.settings import Secret
-from destination.tiktok.api import classify
+from destination.tiktok.api import RetryPolicy, classify
 
 __all__ = [
     "DEFAULT_AUTH_URL",
+    "OAUTH_RETRY",
     "Advertiser",
     "TikTokOAuth",
     "TokenGrant",
@@ -58,6 +79,11 @@ REFRESH_PATH = "oauth2/refresh_token/"
 REVOKE_PATH = "oauth2/revoke_token/"
 ADVERTISERS_PATH = "oauth2/advertiser/get/"
 _AUTH_METHOD = "tiktok_json"
+BAD_AUTH_CODE = 40110
+#: A person waits at the terminal: fewer and shorter waits than a sync's.
+OAUTH_RETRY = RetryPolicy(max_attempts=4, max_seconds=30.0, initial_wait=0.5, max_wait=4.0)
+
+_T = TypeVar("_T")
 
 
 def new_state() -> str:
@@ -133,12 +159,25 @@ class _BackendSession:
 
 
 class TikTokOAuth:
-    """One app's OAuth calls against TikTok (``backend`` decides where TikTok is)."""
+    """One app's OAuth calls against TikTok (``backend`` decides where TikTok is).
 
-    def __init__(self, backend: Backend, app_id: str, secret: Secret) -> None:
+    ``retry`` (default ``OAUTH_RETRY``) and ``sleep`` pace the retries.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        app_id: str,
+        secret: Secret,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.app_id = app_id
         self._backend = backend
         self._secret = secret
+        self._retry = retry if retry is not None else OAUTH_RETRY  # read now, not at import
+        self._sleep = sleep
         self._hint = (
             f"check the app id ({app_id}) and TIKTOK_APP_SECRET, then run "
             f"`tiktok-audiences auth login --app-id {app_id}` again"
@@ -164,20 +203,53 @@ class TikTokOAuth:
     # ----------------------------------------------------------------------- the calls
 
     def exchange_code(self, auth_code: str, redirect_uri: str) -> TokenGrant:
-        """``oauth2/access_token/``: the consent page's code for a token."""
-        return self._grant(
-            lambda: self._client.fetch_token(
-                EXCHANGE_PATH,
-                grant_type="authorization_code",
-                code=auth_code,
-                redirect_uri=redirect_uri,
-            )
-        )
+        """``oauth2/access_token/``: the consent page's code for a token.
+
+        Retried only while no answer of TikTok's about the code has come back. If an
+        attempt's reply was lost (TikTok may have carried it out and used the code) and a
+        later attempt is told the code is invalid (40110), the error says so: the code is
+        spent, and only a new login gets another.
+        """
+        lost_reply = False
+
+        def exchange() -> Any:
+            nonlocal lost_reply
+            try:
+                return self._client.fetch_token(
+                    EXCHANGE_PATH,
+                    grant_type="authorization_code",
+                    code=auth_code,
+                    redirect_uri=redirect_uri,
+                )
+            except RetryableError as exc:
+                # no TikTok envelope: a transport failure or a proxy's page, after which
+                # nobody knows whether TikTok carried the exchange out
+                lost_reply = lost_reply or exc.code == 0
+                raise
+
+        try:
+            return self._grant(self._retried(exchange))
+        except AuthenticationError as exc:
+            if not lost_reply or exc.code != BAD_AUTH_CODE:
+                raise
+            raise AuthenticationError(
+                "exchange the authorization code: the reply was lost on the way, and asked "
+                "again TikTok refused the code, most likely because the lost attempt used it "
+                "(a code works only once); run "
+                f"`tiktok-audiences auth login --app-id {self.app_id}` again",
+                code=exc.code,
+                http_status=exc.http_status,
+                request_id=exc.request_id,
+            ) from exc
 
     def refresh(self, refresh_token: Secret) -> TokenGrant:
         """``oauth2/refresh_token/``: a new token for a refresh token."""
         return self._grant(
-            lambda: self._client.refresh_token(REFRESH_PATH, refresh_token=refresh_token.reveal())
+            self._retried(
+                lambda: self._client.refresh_token(
+                    REFRESH_PATH, refresh_token=refresh_token.reveal()
+                )
+            )
         )
 
     def revoke(self, access_token: Secret) -> None:
@@ -191,7 +263,7 @@ class TikTokOAuth:
             )
             self._classify(reply.response, "revoke the access token")
 
-        self._guarded(revoke)
+        self._retried(revoke)
 
     def advertisers(self, access_token: Secret) -> list[Advertiser]:
         """``oauth2/advertiser/get/``: the advertisers the token may manage, with names."""
@@ -201,7 +273,7 @@ class TikTokOAuth:
             params={"app_id": self.app_id, "secret": self._secret.reveal()},
             headers={"Access-Token": access_token.reveal()},
         )
-        data = self._guarded(
+        data = self._retried(
             lambda: self._classify(self._backend.send(request), "list the authorized advertisers")
         )
         found = data.get("list")
@@ -263,8 +335,8 @@ class TikTokOAuth:
 
     # ---------------------------------------------------------------------- internals
 
-    def _grant(self, call: Callable[[], Any]) -> TokenGrant:
-        token = self._guarded(call)
+    @staticmethod
+    def _grant(token: Any) -> TokenGrant:
         refresh = token.get("refresh_token")
         return TokenGrant(
             access_token=Secret(str(token["access_token"])),
@@ -276,19 +348,35 @@ class TikTokOAuth:
     def _classify(self, response: ApiResponse, what: str) -> dict[str, Any]:
         return classify(response, what=what, reauthorize=self._hint).data
 
-    def _guarded(self, call: Callable[[], Any]) -> Any:
-        """Run ``call``, translating what is left of transport and authlib errors."""
+    def _retried(self, call: Callable[[], _T]) -> _T:
+        """Run ``call`` again as the policy says while it fails in a retryable way, and
+        translate what is left of transport and authlib errors."""
+        policy = self._retry
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryableError),
+            stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_seconds),
+            wait=policy.wait,
+            sleep=self._sleep,
+            reraise=False,
+        )
         try:
-            return call()
-        except RetryableError as exc:  # not retried here: the user is waiting
+            for attempt in retrying:
+                with attempt:
+                    try:
+                        return call()
+                    except AuthlibBaseError as exc:
+                        raise PermanentError(f"OAuth request failed: {exc.error}") from exc
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            assert isinstance(last, RetryableError)
             raise ApiUnavailableError(
-                f"{exc.message}; TikTok could not be reached or is busy: try again later",
-                code=exc.code,
-                http_status=exc.http_status,
-                request_id=exc.request_id,
-            ) from exc
-        except AuthlibBaseError as exc:
-            raise PermanentError(f"OAuth request failed: {exc.error}") from exc
+                f"{last.message}; TikTok could not be reached or is busy (gave up after "
+                f"{exc.last_attempt.attempt_number} attempts): try again later",
+                code=last.code,
+                http_status=last.http_status,
+                request_id=last.request_id,
+            ) from last
+        raise AssertionError("unreachable: tenacity either returns or raises")
 
 
 def _scopes(value: Any) -> list[int]:
