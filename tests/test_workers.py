@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import gc
+import itertools
 import json
 import multiprocessing
 import os
@@ -40,6 +41,7 @@ from destination.settings import (
     resolve_settings,
 )
 from destination.tiktok.destination import load_mapping_file
+from tests.clock import HANG_GUARD
 from tests.fake_backends import AfterRequests, CrashAfter
 from tests.test_sync import write_mapping
 
@@ -369,27 +371,50 @@ def stopped_runs(
     return results[0], results[1]
 
 
-def _slow_route_chunk(chunk: Any) -> bytes:
-    time.sleep(0.05)  # in a worker process: a worker that falls behind
+# The worker's n-th chunk waits until the main process has routed GATES[n] chunks itself:
+# the worker is behind at the moments the test needs it to be, however fast either process
+# runs. The main process leaves a file ``routed-<count>`` in GATE_FOLDER at each chunk.
+GATE_FOLDER = "TEST_WORKERS_GATE_FOLDER"
+GATES = {1: 4, 2: 5}
+_chunks_in_this_worker = itertools.count(1)
+
+
+def _gated_route_chunk(chunk: Any) -> bytes:
+    """``route_chunk`` in a worker process, held back by ``GATES``."""
+    gate = GATES.get(next(_chunks_in_this_worker))
+    if gate is not None:
+        routed = Path(os.environ[GATE_FOLDER]) / f"routed-{gate}"
+        guard = time.monotonic() + HANG_GUARD
+        while not routed.exists():  # a file between processes: looked at, not waited on
+            assert time.monotonic() < guard, f"the main process never routed {gate} chunks"
+            time.sleep(0.005)
     return workers_module.route_chunk(chunk)
 
 
 def test_the_main_process_routes_chunks_itself_while_the_workers_are_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With one worker, 4 chunks may be out; the main process routes the 5th to 8th while
+    the worker holds the 1st (``GATES``), waits at 8 out, and routes the next one too when
+    the 2nd is still not back."""
     mapping = write_mapping(tmp_path, "native", batch_size=40, max_event_bytes=1024)
     events = mixed_input(tmp_path / "mixed.ndjson", n=1500, seed=5)
     reference = run(tmp_path, "behind", mapping=mapping, events=events, workers=0)
 
     routed_here: list[int] = []
     route_lines = workers_module.route_lines
+    gates = tmp_path / "gates"
+    gates.mkdir()
 
     def counting(subscriptions: Any, chunk: Any) -> Any:
+        results = route_lines(subscriptions, chunk)
         routed_here.append(len(chunk))
-        return route_lines(subscriptions, chunk)
+        (gates / f"routed-{len(routed_here)}").touch()
+        return results
 
+    monkeypatch.setenv(GATE_FOLDER, str(gates))  # the workers start after this: they see it
     monkeypatch.setattr(workers_module, "CHUNK_LINES", 40)
-    monkeypatch.setattr(workers_module, "route_chunk", _slow_route_chunk)
+    monkeypatch.setattr(workers_module, "route_chunk", _gated_route_chunk)
     monkeypatch.setattr(workers_module, "route_lines", counting)
     switch_interval = sys.getswitchinterval()
     result = run(tmp_path, "behind", mapping=mapping, events=events, workers=1)
