@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from destination.fake_server import FakeTikTok
+from tests.clock import HANG_GUARD
 
 APP_ID = "7100000000000000042"
 APP_SECRET = "oauth-test-secret-6c1d0b"
@@ -36,7 +37,7 @@ def oauth_fake(
 
 def press(consent_url: str, decision: str = "approve") -> requests.Response:
     """Load the consent page and press Approve or Deny; the redirect is followed."""
-    page = requests.get(consent_url, timeout=5)
+    page = requests.get(consent_url, timeout=HANG_GUARD)
     assert page.status_code == 200, page.text
     assert f"id='{decision}'" in page.text
     parts = urlsplit(consent_url)
@@ -44,7 +45,7 @@ def press(consent_url: str, decision: str = "approve") -> requests.Response:
     return requests.post(
         f"{parts.scheme}://{parts.netloc}{parts.path}",
         data={**fields, "decision": decision},
-        timeout=5,
+        timeout=HANG_GUARD,
     )
 
 
@@ -52,5 +53,7 @@ def forge(consent_url: str) -> requests.Response:
     """Call the login's callback directly with a code and a state it never sent."""
     redirect_uri = parse_qs(urlsplit(consent_url).query)["redirect_uri"][0]
     return requests.get(
-        redirect_uri, params={"auth_code": "forged-code", "state": "forged-state"}, timeout=5
+        redirect_uri,
+        params={"auth_code": "forged-code", "state": "forged-state"},
+        timeout=HANG_GUARD,
     )

@@ -41,7 +41,7 @@ from destination.tiktok.api import (
     classify,
     failed_rows,
 )
-from tests.clock import FakeClock
+from tests.clock import HANG_GUARD, FakeClock
 
 BASE_URL = "https://business-api.tiktok.com"
 MAPPING_URL = "https://business-api.tiktok.com/open_api/v1.3/segment/mapping/"
@@ -75,8 +75,9 @@ def envelope(
 
 
 def http_api(**kwargs: Any) -> TikTokApi:
-    """A client on the real HTTP backend, retrying up to 4 times without sleeping."""
-    kwargs.setdefault("retry", RetryPolicy(max_attempts=4, initial_wait=0, max_seconds=10))
+    """A client on the real HTTP backend, retrying up to 4 times without sleeping (and
+    with time enough for them on a loaded machine: the budget is counted in real time)."""
+    kwargs.setdefault("retry", RetryPolicy(max_attempts=4, initial_wait=0, max_seconds=HANG_GUARD))
     kwargs.setdefault("sleep", lambda seconds: None)
     return TikTokApi(HttpBackend(BASE_URL), Secret(TOKEN), **kwargs)
 

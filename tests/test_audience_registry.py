@@ -20,6 +20,7 @@ import pytest
 
 from destination.errors import ConfigurationError, PermanentError
 from destination.tiktok.audiences import AudienceRegistry
+from tests.clock import HANG_GUARD
 
 NAMESPACE = "https://business-api.tiktok.com"
 ADVERTISER = "7000000000000000001"
@@ -122,7 +123,7 @@ def _resolve_in_child(
         return f"aud-of-pid-{os.getpid()}"
 
     audiences = registry(path, create)
-    barrier.wait(timeout=10)
+    barrier.wait(timeout=HANG_GUARD)
     out.write_text(audiences.resolve(ADVERTISER, "vip", "vip"), "utf-8")
 
 
@@ -139,7 +140,7 @@ def test_two_processes_racing_on_one_state_file_create_one_audience(tmp_path: Pa
     for process in processes:
         process.start()
     for process in processes:
-        process.join(timeout=20)
+        process.join(timeout=HANG_GUARD)
 
     assert [p.exitcode for p in processes] == [0, 0]
     assert counter.value == 1
@@ -164,14 +165,14 @@ def test_two_threads_with_their_own_registries_create_one_audience(tmp_path: Pat
 
     def work(index: int) -> None:
         audiences = registry(path, create)
-        barrier.wait(timeout=10)
+        barrier.wait(timeout=HANG_GUARD)
         results[index] = audiences.resolve(ADVERTISER, "vip", "vip")
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=20)
+        thread.join(timeout=HANG_GUARD)
 
     assert calls == ["vip"]
     assert len(set(results.values())) == 1

@@ -11,6 +11,7 @@ import requests
 from destination.backends import ApiRequest, ApiResponse
 from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.fake_server.state import AUTH_CODE_SECONDS
+from tests.clock import HANG_GUARD
 
 APP = "7100000000000000009"
 SECRET = "app-secret-for-tests"
@@ -218,13 +219,13 @@ def test_the_consent_page_over_http_approves_and_redirects(fake: FakeTikTok) -> 
         page = requests.get(
             f"{server.base_url}/portal/auth",
             params={"app_id": APP, "redirect_uri": REDIRECT, "state": "s"},
-            timeout=5,
+            timeout=HANG_GUARD,
         )
         answer = requests.post(
             f"{server.base_url}/portal/auth",
             data={"app_id": APP, "redirect_uri": REDIRECT, "state": "s", "decision": "approve"},
             allow_redirects=False,
-            timeout=5,
+            timeout=HANG_GUARD,
         )
 
     assert page.status_code == 200

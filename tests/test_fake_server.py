@@ -22,6 +22,7 @@ from destination.fake_server import (
     serve_forever,
     serve_in_thread,
 )
+from tests.clock import HANG_GUARD
 
 TOKEN = "tok-main"
 OTHER_TOKEN = "tok-other"
@@ -899,7 +900,7 @@ def test_http_unknown_paths_are_404(server: RunningServer) -> None:
     assert response.status == 404
     assert response.body is not None
     assert response.body["code"] == 40000
-    outside = requests.get(f"{server.base_url}/open_api/v1.2/user/info/", timeout=5)
+    outside = requests.get(f"{server.base_url}/open_api/v1.2/user/info/", timeout=HANG_GUARD)
     assert outside.status_code == 404
     assert outside.json()["code"] == 40000
 
@@ -926,7 +927,7 @@ def test_http_malformed_json_body_is_40002(server: RunningServer) -> None:
         f"{server.base_url}/open_api/v1.3/segment/audience/",
         data=b"{not json",
         headers={"Access-Token": TOKEN, "Content-Type": "application/json"},
-        timeout=5,
+        timeout=HANG_GUARD,
     )
     assert reply.status_code == 200
     assert reply.headers["Content-Type"] == "application/json"
@@ -937,11 +938,13 @@ def test_http_malformed_json_body_is_40002(server: RunningServer) -> None:
 def test_stopped_server_refuses_connections(fake: FakeTikTok) -> None:
     running = serve_in_thread(fake)
     url = f"{running.base_url}/open_api/v1.3/user/info/"
-    assert requests.get(url, headers={"Access-Token": TOKEN}, timeout=5).json()["code"] == 0
+    assert (
+        requests.get(url, headers={"Access-Token": TOKEN}, timeout=HANG_GUARD).json()["code"] == 0
+    )
     running.stop()
     running.stop()  # harmless
     with pytest.raises(requests.ConnectionError):
-        requests.get(url, headers={"Access-Token": TOKEN}, timeout=5)
+        requests.get(url, headers={"Access-Token": TOKEN}, timeout=HANG_GUARD)
 
 
 def test_http_connections_are_kept_alive_and_closed_when_the_server_stops(
@@ -957,7 +960,7 @@ def test_http_connections_are_kept_alive_and_closed_when_the_server_stops(
     opened = [pools[key].num_connections for key in pools.keys()]  # noqa: SIM118 (no __iter__)
     assert opened == [1]  # five requests, one connection (HTTP/1.1 keep-alive)
     # an unreadable body ends its connection: what follows it could not be parsed
-    raw = http.client.HTTPConnection("127.0.0.1", running.port, timeout=5)
+    raw = http.client.HTTPConnection("127.0.0.1", running.port, timeout=HANG_GUARD)
     raw.putrequest("POST", "/open_api/v1.3/user/info/")
     raw.putheader("Content-Length", "-1")
     raw.endheaders()

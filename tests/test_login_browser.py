@@ -30,6 +30,7 @@ import pytest
 from oauth_support import ADVERTISER, APP_ID, APP_SECRET, OTHER_ADVERTISER, oauth_fake
 
 from destination.fake_server import FakeTikTok, serve_in_thread
+from tests.clock import HANG_GUARD
 
 try:
     from selenium import webdriver
@@ -55,7 +56,6 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
 )
-WAIT = 20.0
 
 
 def _missing() -> str | None:
@@ -85,7 +85,7 @@ def chrome() -> Iterator[Any]:
         driver = webdriver.Chrome(
             service=Service(executable_path=str(CHROMEDRIVER)), options=options
         )
-        driver.set_page_load_timeout(WAIT)
+        driver.set_page_load_timeout(HANG_GUARD)
         try:
             yield driver
         finally:
@@ -115,7 +115,7 @@ class Login:
 
         threading.Thread(target=pump, daemon=True).start()
         while True:
-            line = self._lines.get(timeout=WAIT)
+            line = self._lines.get(timeout=HANG_GUARD)
             assert line is not None, "auth login ended before printing a URL:\n" + "".join(
                 self.stderr
             )
@@ -125,8 +125,8 @@ class Login:
                 return
 
     def finish(self) -> tuple[int, str, str]:
-        code = self.process.wait(timeout=WAIT)
-        while (line := self._lines.get(timeout=WAIT)) is not None:
+        code = self.process.wait(timeout=HANG_GUARD)
+        while (line := self._lines.get(timeout=HANG_GUARD)) is not None:
             self.stderr.append(line)
         assert self.process.stdout is not None
         return code, self.process.stdout.read(), "".join(self.stderr)
@@ -156,7 +156,7 @@ def start_login(fake: tuple[FakeTikTok, str], tmp_path: Path) -> Iterator[Any]:
         }
         command = [sys.executable, "-m", "destination", "auth", "login", "--app-id", APP_ID]
         process = subprocess.Popen(
-            [*command, "--no-browser", "--port", "0", "--timeout", str(WAIT)],
+            [*command, "--no-browser", "--port", "0", "--timeout", str(HANG_GUARD)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -176,7 +176,7 @@ def start_login(fake: tuple[FakeTikTok, str], tmp_path: Path) -> Iterator[Any]:
 
 
 def callback_message(driver: Any) -> str:
-    element = WebDriverWait(driver, WAIT).until(
+    element = WebDriverWait(driver, HANG_GUARD).until(
         expected_conditions.presence_of_element_located((By.ID, "message"))
     )
     return str(element.text)
