@@ -23,6 +23,7 @@ from destination.backends import HttpBackend
 from destination.errors import ApiUnavailableError, AuthenticationError
 from destination.fake_server import FakeTikTok, RunningServer, serve_in_thread
 from destination.settings import Secret
+from tests.clock import HANG_GUARD
 
 REDIRECT = "http://127.0.0.1:9/callback"
 
@@ -203,11 +204,11 @@ def test_judge_reads_the_redirect(query: str, ok: bool, expected: str) -> None:
 def test_the_callback_ignores_other_paths_and_answers_once() -> None:
     with CallbackServer("good") as callback:
         base = callback.redirect_uri.rsplit("/", 1)[0]
-        assert requests.get(f"{base}/favicon.ico", timeout=5).status_code == 404
-        first = requests.get(callback.redirect_uri + "?auth_code=c1&state=good", timeout=5)
-        again = requests.get(callback.redirect_uri + "?auth_code=c2&state=good", timeout=5)
+        assert requests.get(f"{base}/favicon.ico", timeout=HANG_GUARD).status_code == 404
+        first = requests.get(callback.redirect_uri + "?auth_code=c1&state=good", timeout=HANG_GUARD)
+        again = requests.get(callback.redirect_uri + "?auth_code=c2&state=good", timeout=HANG_GUARD)
 
-        assert callback.wait(1) == "c1"
+        assert callback.wait(HANG_GUARD) == "c1"
 
     assert first.status_code == 200
     assert "return to the terminal" in first.text
@@ -216,10 +217,10 @@ def test_the_callback_ignores_other_paths_and_answers_once() -> None:
 
 def test_the_callback_page_says_why_a_forged_reply_failed() -> None:
     with CallbackServer("good") as callback:
-        page = requests.get(callback.redirect_uri + "?auth_code=c1&state=evil", timeout=5)
+        page = requests.get(callback.redirect_uri + "?auth_code=c1&state=evil", timeout=HANG_GUARD)
 
         with pytest.raises(AuthenticationError, match="state does not match"):
-            callback.wait(1)
+            callback.wait(HANG_GUARD)
 
     assert page.status_code == 400
     assert "state does not match" in page.text
@@ -249,7 +250,7 @@ def run_login(
         auth_url=f"{server.base_url}/portal/auth",
         store=store,
         open_url=user,
-        timeout=10,
+        timeout=HANG_GUARD,
     )
 
 

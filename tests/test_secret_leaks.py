@@ -26,6 +26,7 @@ from destination.cli import main
 from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.settings import Secret
 from destination.tiktok.api import RetryPolicy
+from tests.clock import HANG_GUARD
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "LEAKCHECK-token-7f3a9c51"
@@ -224,7 +225,7 @@ def test_the_secret_in_a_query_string_is_masked_in_transport_logs(
         backend.send(
             ApiRequest("GET", "oauth2/advertiser/get/", params={"app_id": APP_ID, "secret": SECRET})
         )
-        requests.get(f"{server.base_url}/nothing", timeout=5)  # other urllib3 lines stay
+        requests.get(f"{server.base_url}/nothing", timeout=HANG_GUARD)  # other urllib3 lines stay
 
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
     assert any("secret=***" in line for line in lines)
