@@ -64,7 +64,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     OutputError: 7,
 }
 UNEXPECTED = 1
-STOP_CODES = {"auth": 4, "api_unavailable": 5}
+STOP_CODES = {"auth": 4, "api_unavailable": 5, "configuration": 2}
 
 log = logging.getLogger("destination")
 DEFAULT_CALLBACK_PORT = 8766

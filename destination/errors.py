@@ -19,9 +19,12 @@
         │   ├── RateLimitError         TikTok's app or advertiser QPS limit: also slow down
         │   └── ApiUnavailableError    retries ran out: stop the run (exit 5), the events
         │                              not delivered go to the retry file
-        └── PermanentError             TikTok refused the request itself (bad parameters,
-                                       no permission, no such object): the batch's events
-                                       are rejected with TikTok's message
+        ├── PermanentError             TikTok refused the request itself (bad parameters,
+        │                              no permission, no such object): the batch's events
+        │                              are rejected with TikTok's message
+        └── MisconfiguredError         TikTok refused a run's first requests all the same way
+                                       and accepted none (wrong base URL, advertiser,
+                                       audience or mapping): stop the run (exit 2)
 
 Library exceptions (``requests``, ``authlib``, ``jsonschema``) are translated into these
 at the boundary with ``raise ... from exc``. Messages never carry tokens, secrets or
@@ -40,6 +43,7 @@ __all__ = [
     "DestinationError",
     "InputError",
     "MappingError",
+    "MisconfiguredError",
     "OutputError",
     "PayloadError",
     "PermanentError",
@@ -136,3 +140,10 @@ class ApiUnavailableError(RetryableError):
 
 class PermanentError(ApiError):
     """TikTok refused the request; retrying the same request cannot help."""
+
+
+class MisconfiguredError(ApiError):
+    """Every request so far was refused the same way: the settings are wrong, not the data.
+
+    Not a ``PermanentError``: actions reject a batch for those and go on, where this one
+    must stop the run."""

@@ -14,10 +14,11 @@ reverse), that batch is sent first; and a batch does not go out while a batch of
 mixes adds and removals for one audience still travels in full batches.
 
 An event is finished when every subscription it fed has answered: delivered if all
-accepted it, otherwise rejected with every reason. A stop (TikTok refused the token, or
-stayed unavailable through every retry) finishes what is in flight, then rejects (bad
-token) or defers to the retry file (TikTok down) every event not delivered, read or
-not: ``received == delivered + rejected + deferred`` however the run ends.
+accepted it, otherwise rejected with every reason. A stop (TikTok refused the token,
+refused the run's first requests all the same way, or stayed unavailable through every
+retry) finishes what is in flight, then rejects (bad token, bad settings) or defers to
+the retry file (TikTok down) every event not delivered, read or not:
+``received == delivered + rejected + deferred`` however the run ends.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from destination.errors import ApiUnavailableError, AuthenticationError, PayloadError
+from destination.errors import (
+    ApiUnavailableError,
+    AuthenticationError,
+    MisconfiguredError,
+    PayloadError,
+)
 from destination.gc_tuning import few_collections
 from destination.kit.action import Action, Outcome, Prepared, Subscription
 from destination.kit.batching import Batch, Batcher
@@ -46,6 +52,7 @@ log = logging.getLogger(__name__)
 STOP_REASONS: dict[str, type[Exception]] = {
     "auth": AuthenticationError,
     "api_unavailable": ApiUnavailableError,
+    "configuration": MisconfiguredError,
 }
 
 

@@ -146,6 +146,8 @@ def run_sync(
             checkpoint=checkpoint,
         )
 
+    if tally.stopped is None and (why := api.refusals.verdict()) is not None:
+        tally.stopped = {"reason": "configuration", "message": why}
     summary: dict[str, Any] = tally.to_json()
     # a dry run creates no audience, but a real run would make one call for each
     would_create = sum(a.audience_id.startswith(DRY_RUN_PREFIX) for a in registry.resolved)

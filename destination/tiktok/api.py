@@ -34,6 +34,7 @@ from destination.backends import ApiRequest, ApiResponse, Backend
 from destination.errors import (
     ApiUnavailableError,
     AuthenticationError,
+    MisconfiguredError,
     PermanentError,
     RateLimitError,
     RetryableError,
@@ -182,6 +183,68 @@ class StaticToken:
         raise AssertionError("a static token cannot be refreshed")
 
 
+SAME_REFUSALS_TO_STOP = 3
+
+
+class RefusalWatch:
+    """Tells a run that can deliver nothing from one whose data TikTok refuses.
+
+    As long as TikTok has accepted no request of the run, each refusal is compared with
+    the first: a wrong base URL (404s, pages that are no TikTok envelope), an advertiser
+    the token may not manage, an audience that does not exist or a mapping TikTok cannot
+    take is refused the same way every time, and after ``limit`` such refusals the run
+    stops (``MisconfiguredError``) instead of sending the rest of the input to be
+    refused. One accepted request ends the watch: refusals after it are about the data.
+    """
+
+    def __init__(self, limit: int = SAME_REFUSALS_TO_STOP) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._accepted = False
+        self._first: tuple[int, int] | None = None  # (code, HTTP status) of the first
+        self._same = 0  # refusals like the first, none different
+        self._last = ""
+
+    def accepted(self) -> None:
+        self._accepted = True
+
+    def refused(self, error: PermanentError) -> None:
+        """Count a refusal; raise ``MisconfiguredError`` at the ``limit``-th of one kind."""
+        kind = (error.code, 0 if error.code else error.http_status)
+        with self._lock:
+            if self._accepted or self._same < 0:
+                return
+            if self._first is None:
+                self._first = kind
+            if kind != self._first:
+                self._same = -1  # refused in different ways: a matter of the data
+                return
+            self._same += 1
+            self._last = str(error)
+            if self._same < self._limit:
+                return
+        raise MisconfiguredError(
+            f"TikTok refused the first {self._limit} requests of this run the same way and "
+            f"accepted none ({error}): check base_url, the advertiser and audience settings "
+            "and the mapping file",
+            code=error.code,
+            http_status=error.http_status,
+            request_id=error.request_id,
+        )
+
+    def verdict(self) -> str | None:
+        """After the run: why nothing could be delivered, if every request it made was
+        refused the same way (fewer than ``limit`` of them); else None."""
+        with self._lock:
+            if self._accepted or self._same <= 0:
+                return None
+            return (
+                f"TikTok refused every request of this run ({self._same}) the same way and "
+                f"accepted none ({self._last}): check base_url, the advertiser and audience "
+                "settings and the mapping file"
+            )
+
+
 class TikTokApi:
     """The endpoints the destination uses. ``requests_sent`` counts HTTP calls made.
 
@@ -208,6 +271,7 @@ class TikTokApi:
         self._refresh_lock = threading.Lock()
         self._refresh_failed: str | None = None  # why the refresh failed: no more tries
         self.requests_sent = 0
+        self.refusals = RefusalWatch()
 
     def __repr__(self) -> str:
         return f"TikTokApi({self._backend!r})"
@@ -293,14 +357,19 @@ class TikTokApi:
                     self._limiter.acquire(advertiser_id)
                     self._count()
                     try:
-                        return classify(
+                        envelope = classify(
                             self._backend.send(request),
                             what=what,
                             reauthorize=self._tokens.reauthorize_hint,
                         )
+                    except PermanentError as exc:
+                        self.refusals.refused(exc)
+                        raise
                     except RateLimitError as exc:
                         self._limiter.slow_down(advertiser_id if exc.per_advertiser else None)
                         raise
+                    self.refusals.accepted()
+                    return envelope
         except RetryError as exc:
             last = exc.last_attempt.exception()
             assert isinstance(last, RetryableError)
