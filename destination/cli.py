@@ -1,10 +1,7 @@
 """The command line: ``main(argv) -> int``, one clear line per failure.
 
-Exit codes (one place): 0 done (every event delivered or rejected for its own data),
-1 unexpected error (a bug: run with --debug and report it), 2 bad settings or usage,
-3 bad mapping file, 4 TikTok refused the credentials (or an authorization was denied or
-forged), 5 TikTok stayed unavailable, 6 the events input cannot be read, 7 an output
-(rejected or retry file, checkpoint, state directory) cannot be written.
+Exit codes: ``EXIT_CODES`` maps error classes to them, ``STOP_CODES`` a run's stop
+reasons, and ``_EXIT_CODE_MEANINGS`` words them for ``sync --help``.
 """
 
 from __future__ import annotations
@@ -47,6 +44,7 @@ from destination.errors import (
 )
 from destination.fake_server import FaultPlan, parse_faults, serve_forever
 from destination.kit.fields import payload_schema
+from destination.runner.meter import LogLines, TerminalBar
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import TOKEN_VARIABLE
 from destination.tiktok.destination import template
@@ -88,7 +86,7 @@ _DISTRIBUTION = "tiktok-audiences"  # the name pip knows the package by
 _EXIT_CODE_MEANINGS = (
     (0, "done: every event delivered, or rejected for its own data (see --rejected)"),
     (1, "unexpected error, a bug: rerun with --debug and report it"),
-    (2, "bad settings or usage"),
+    (2, "bad settings or usage, or TikTok refused the run's first requests all alike"),
     (3, "bad mapping file"),
     (4, "TikTok refused the token (or an authorization was denied or forged)"),
     (5, "TikTok stayed unavailable"),
@@ -269,6 +267,19 @@ def _auth(args: argparse.Namespace, stdout: IO[str]) -> int:
     return OK
 
 
+BAR_SECONDS = 0.5  # how often the terminal's progress bar is redrawn
+LOG_LINE_SECONDS = 10.0  # how often -v logs a progress line without a terminal
+
+
+def _progress(args: argparse.Namespace, err: IO[str]) -> dict[str, Any]:
+    """How a sync shows its progress: a bar on a terminal, lines with -v, else nothing."""
+    if err.isatty() and not args.debug:
+        return {"progress": TerminalBar(err), "progress_interval": BAR_SECONDS}
+    if args.verbose:
+        return {"progress": LogLines(), "progress_interval": LOG_LINE_SECONDS}
+    return {}
+
+
 def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
     overrides = {
         "base_url": args.base_url,
@@ -286,6 +297,7 @@ def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
             state=args.state,
             dry_run=args.dry_run,
             overrides=overrides,
+            **_progress(args, sys.stderr),
         ),
         environ=os.environ,
     )

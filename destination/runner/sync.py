@@ -23,6 +23,7 @@ from destination.backends import Backend, DryRunBackend, HttpBackend
 from destination.errors import InputError, OutputError
 from destination.kit.action import Subscription
 from destination.runner.checkpoint import FILE_NAME, Checkpoint, fingerprint, locked_state
+from destination.runner.meter import Show, watching
 from destination.runner.outputs import OutputFile, refuse_clashes
 from destination.runner.pipeline import Pipeline, Tally
 from destination.runner.prefix import PrefixReader
@@ -54,6 +55,8 @@ class SyncOptions:
     state: Path | None = None  # checkpoint directory: resume where a killed run stopped
     dry_run: bool = False
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    progress: Show | None = None  # what shows the run's progress (a bar, log lines)
+    progress_interval: float = 1.0  # seconds between two looks at the run
 
 
 @contextlib.contextmanager
@@ -253,22 +256,33 @@ def _deliver(
                 on_progress=_saver(checkpoint, options.state, rejected, retry, prefix),
             )
             workers = auto_workers(settings, options.events)
+            earlier = pipeline.tally.received  # a resumed run's count: not this run's pace
+            meter = watching(
+                options.progress,
+                stream=stream,
+                events=lambda: pipeline.tally.received - earlier,
+                interval=options.progress_interval,
+            )
             if workers > 0:
                 # closed here, whatever happens, so the workers stop with the run
-                with contextlib.closing(
-                    routed_lines(
-                        lines,
-                        max_bytes=settings.max_event_bytes,
-                        workers=workers,
-                        mapping_file=mapping_file,
-                        settings=settings,
-                        subscriptions=subscriptions,
-                        skip=pipeline.progress.is_finished,
-                    )
-                ) as routed:
+                with (
+                    meter,
+                    contextlib.closing(
+                        routed_lines(
+                            lines,
+                            max_bytes=settings.max_event_bytes,
+                            workers=workers,
+                            mapping_file=mapping_file,
+                            settings=settings,
+                            subscriptions=subscriptions,
+                            skip=pipeline.progress.is_finished,
+                        )
+                    ) as routed,
+                ):
                     tally = pipeline.run_routed(routed)
             else:
-                tally = pipeline.run(read_ndjson(lines, max_bytes=settings.max_event_bytes))
+                with meter:
+                    tally = pipeline.run(read_ndjson(lines, max_bytes=settings.max_event_bytes))
             if checkpoint is not None and options.state is not None:
                 checkpoint.complete = True
                 _save(
