@@ -46,6 +46,7 @@ from tests.clock import HANG_GUARD, FakeClock
 BASE_URL = "https://business-api.tiktok.com"
 MAPPING_URL = "https://business-api.tiktok.com/open_api/v1.3/segment/mapping/"
 AUDIENCE_URL = "https://business-api.tiktok.com/open_api/v1.3/segment/audience/"
+LIST_URL = "https://business-api.tiktok.com/open_api/v1.3/dmp/custom_audience/list/"
 TOKEN = "tok-123"
 
 DOCUMENTED_RETRY_CODES = [40100, 40016, 40133, 40202, 50000, 50002, 51305, 60001]
@@ -358,6 +359,7 @@ def test_requests_sent_counts_every_http_attempt_across_calls(
     rsps.post(MAPPING_URL, status=503)
     rsps.post(MAPPING_URL, json=envelope())
     rsps.post(AUDIENCE_URL, body=requests.ConnectionError("reset"))
+    rsps.get(LIST_URL, json=envelope(data={"list": []}))  # did the lost create work?
     rsps.post(AUDIENCE_URL, json=envelope(data={"audience_id": "9"}))
     api = http_api()
     assert api.requests_sent == 0
@@ -366,8 +368,8 @@ def test_requests_sent_counts_every_http_attempt_across_calls(
     assert api.requests_sent == 2
     api.create_segment_audience("7001", "Buyers")
 
-    assert api.requests_sent == 4
-    assert len(rsps.calls) == 4
+    assert api.requests_sent == 5
+    assert len(rsps.calls) == 5
 
 
 def test_create_segment_audience_sends_create_action_and_returns_audience_id(

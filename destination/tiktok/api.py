@@ -26,6 +26,7 @@ from tenacity import (
     RetryError,
     Retrying,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
     stop_after_delay,
 )
@@ -66,6 +67,13 @@ APP_RATE_LIMIT_CODES = frozenset({40100, 40016})
 ADVERTISER_RATE_LIMIT_CODES = frozenset({40133})
 AUTH_CODES = frozenset({40101, 40102, 40104, 40105, 40107, 40110})
 TOKEN_EXPIRED = 40102
+#: TikTok keeps at most this many characters of an audience name: longer ones are cut
+#: to 67 and "...".
+MAX_NAME_LENGTH = 70
+LIST_PAGE_SIZE = 100  # the most dmp/custom_audience/list/ gives per page
+# An advertiser has at most 400 audiences of its own, plus shared ones: more pages than
+# this means a reply that is not telling the truth, not more audiences.
+MAX_LIST_PAGES = 50
 REAUTHORIZE_HINT = (
     "TikTok did not accept the access token; re-authorize: run "
     "`tiktok-audiences auth login --app-id <your app id>` (or set TIKTOK_ACCESS_TOKEN "
@@ -285,8 +293,14 @@ class TikTokApi:
         advertiser_id: str | None,
         body: Any = None,
         params: Mapping[str, str] | None = None,
+        recover: Callable[[], Envelope | None] | None = None,
     ) -> Envelope:
-        """One request, retried as the policy says; refreshed once if the token expired."""
+        """One request, retried as the policy says; refreshed once if the token expired.
+
+        ``recover`` runs before each attempt that follows one whose reply was lost (no
+        answer from TikTok: the request may have been carried out); what it returns, if
+        anything, is the answer, and the request is not sent again.
+        """
         refreshed = False
         while True:
             token = self._tokens.current()
@@ -299,6 +313,7 @@ class TikTokApi:
                     advertiser_id=advertiser_id,
                     body=body,
                     params=params,
+                    recover=recover,
                 )
             except AuthenticationError as exc:
                 if refreshed or exc.code != TOKEN_EXPIRED or not self._tokens.can_refresh():
@@ -335,6 +350,7 @@ class TikTokApi:
         advertiser_id: str | None,
         body: Any = None,
         params: Mapping[str, str] | None = None,
+        recover: Callable[[], Envelope | None] | None = None,
     ) -> Envelope:
         request = ApiRequest(
             method=method,
@@ -343,17 +359,32 @@ class TikTokApi:
             json=body,
             headers={"Access-Token": token.reveal()},
         )
+        reply_lost = False
+
+        def note_lost_reply(state: RetryCallState) -> None:
+            nonlocal reply_lost
+            failure = state.outcome.exception() if state.outcome is not None else None
+            # no code: no answer from TikTok (transport failure, a gateway's page)
+            reply_lost = reply_lost or (isinstance(failure, RetryableError) and not failure.code)
+
         policy = self._retry
         retrying = Retrying(
-            retry=retry_if_exception_type(RetryableError),
+            # ApiUnavailableError: retries (``recover``'s own) already ran out
+            retry=retry_if_exception_type(RetryableError)
+            & retry_if_not_exception_type(ApiUnavailableError),
             stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_seconds),
             wait=policy.wait,
             sleep=self._sleep,
+            before_sleep=note_lost_reply,
             reraise=False,
         )
         try:
             for attempt in retrying:
                 with attempt:
+                    if reply_lost and recover is not None:
+                        recovered = recover()
+                        if recovered is not None:
+                            return recovered
                     self._limiter.acquire(advertiser_id)
                     self._count()
                     try:
@@ -392,6 +423,49 @@ class TikTokApi:
     # --- Segment API (partner audiences) -------------------------------------------------
 
     def create_segment_audience(self, advertiser_id: str, name: str) -> str:
+        """``segment/audience/`` create: the new audience's id, once even if a reply is lost.
+
+        TikTok lets audiences share a name, so a create that TikTok carried out but whose
+        reply was lost (a dropped connection, a timeout, a gateway's error page), sent
+        again, would leave two audiences, the first one empty and never used. So after
+        such a failure, before the create is sent again, the advertiser's audiences are
+        listed, and the one the lost attempt made is taken if it is there: a partner
+        audience (what this endpoint makes) of the advertiser's own, not shared, with
+        exactly the name TikTok keeps for ``name``; of several, the newest (by
+        ``create_time``, then id), which is the lost attempt's whenever TikTok carried it
+        out. After an answer from TikTok (busy, rate limit) nothing is looked up: TikTok
+        did not carry the create out.
+
+        What the lookup cannot tell: if the lost attempt never reached TikTok and an
+        older partner audience of that name exists (another tool's, or this tool's under
+        another state file), that one is taken. Knowing which audiences existed before
+        would take a list before every create: a request, and the read scope (30), for
+        every audience made, against a lost reply, which is rare itself. A token without
+        scope 30 cannot look: the create is sent again as before, and a warning says an
+        empty audience may be left behind.
+        """
+
+        def made_by_the_lost_attempt() -> Envelope | None:
+            try:
+                found = self._newest_partner_audience(advertiser_id, name)
+            except PermanentError as exc:
+                log.warning(
+                    "create audience %r: the reply was lost, and TikTok may have created it; "
+                    "cannot look for it in the audience list (%s), so it is created again, "
+                    "which may leave an empty audience of that name",
+                    name,
+                    exc,
+                )
+                return None
+            if found is None:
+                return None
+            log.info(
+                "create audience %r: the reply was lost, but TikTok had created it (%s)",
+                name,
+                found,
+            )
+            return Envelope(0, "created (the reply was lost)", "", {"audience_id": found})
+
         envelope = self._call(
             "POST",
             "segment/audience/",
@@ -402,11 +476,59 @@ class TikTokApi:
                 "action": "create",
                 "custom_audience_name": name,
             },
+            recover=made_by_the_lost_attempt,
         )
         audience_id = envelope.data.get("audience_id")
         if not audience_id:
             raise PermanentError("create audience: TikTok's reply has no audience_id")
         return str(audience_id)
+
+    def _newest_partner_audience(self, advertiser_id: str, name: str) -> str | None:
+        """The id of the newest partner audience ``advertiser_id`` owns named ``name``."""
+        kept = name if len(name) <= MAX_NAME_LENGTH else name[: MAX_NAME_LENGTH - 3] + "..."
+        matches = [
+            audience
+            for audience in self.list_audiences(advertiser_id)
+            if audience.get("name") == kept
+            and audience.get("type") == "Partner"
+            and audience.get("shared") is not True
+            and str(audience.get("owner_id", advertiser_id)) == advertiser_id
+            and audience.get("audience_id")
+        ]
+        if not matches:
+            return None
+        newest = max(
+            matches,
+            key=lambda a: (str(a.get("create_time", "")), str(a["audience_id"]).zfill(32)),
+        )
+        return str(newest["audience_id"])
+
+    def list_audiences(self, advertiser_id: str) -> list[dict[str, Any]]:
+        """``dmp/custom_audience/list/``: the advertiser's audiences (own and shared), every
+        page."""
+        found: list[dict[str, Any]] = []
+        page, pages = 1, 1
+        while page <= pages:
+            data = self._call(
+                "GET",
+                "dmp/custom_audience/list/",
+                what="list audiences",
+                advertiser_id=advertiser_id,
+                params={
+                    "advertiser_id": advertiser_id,
+                    "page": str(page),
+                    "page_size": str(LIST_PAGE_SIZE),
+                },
+            ).data
+            listed = data.get("list")
+            if not isinstance(listed, list) or not listed:
+                break
+            found.extend(audience for audience in listed if isinstance(audience, dict))
+            info = data.get("page_info")
+            total = info.get("total_page") if isinstance(info, dict) else None
+            pages = min(total, MAX_LIST_PAGES) if isinstance(total, int) else page
+            page += 1
+        return found
 
     def segment_mapping(
         self,
