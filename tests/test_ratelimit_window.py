@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from destination.kit.ratelimit import RateLimiter
-from tests.clock import FakeClock
+from tests.clock import HANG_GUARD, FakeClock
 
 
 def most_in_one_second(times: Sequence[float]) -> int:
@@ -171,7 +171,7 @@ class SimulatedTime:
             self._move_on()
             while ticket not in self._woken:
                 # a guard against a hang, not a timing assertion
-                assert self._changed.wait(timeout=60), "the simulated threads deadlocked"
+                assert self._changed.wait(HANG_GUARD), "the simulated threads deadlocked"
             self._woken.discard(ticket)
 
     def done(self) -> None:
