@@ -16,15 +16,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-from destination.auth.commands import (
-    AuthOptions,
-    auth_login,
-    auth_logout,
-    auth_revoke,
-    auth_status,
-)
-from destination.auth.provider import SECRET_VARIABLE
-from destination.auth.store import APP_ID_VARIABLE, STORE_VARIABLE
 from destination.demo import (
     DEMO_ADVERTISER_ID,
     DEMO_APP_ID,
@@ -47,6 +38,15 @@ from destination.kit.fields import payload_schema
 from destination.runner.meter import LogLines, TerminalBar
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import TOKEN_VARIABLE
+from destination.tiktok.auth.commands import (
+    AuthOptions,
+    auth_login,
+    auth_logout,
+    auth_revoke,
+    auth_status,
+)
+from destination.tiktok.auth.provider import SECRET_VARIABLE
+from destination.tiktok.auth.store import APP_ID_VARIABLE, STORE_VARIABLE
 from destination.tiktok.destination import template
 from destination.tiktok.fields import CATALOGUE, MODES
 

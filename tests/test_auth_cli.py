@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from oauth_support import ADVERTISER, APP_ID, APP_SECRET, forge, oauth_fake, press
 
-from destination.auth.commands import read_app_secret
-from destination.auth.store import TokenEntry, TokenStore, default_token_store
 from destination.cli import main
 from destination.errors import ConfigurationError
 from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.settings import Secret
+from destination.tiktok.auth.commands import read_app_secret
+from destination.tiktok.auth.store import TokenEntry, TokenStore, default_token_store
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,14 +15,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from oauth_support import ADVERTISER, APP_ID, APP_SECRET, OTHER_ADVERTISER, oauth_fake, press
 
-from destination.auth.login import login
-from destination.auth.oauth import TikTokOAuth
-from destination.auth.store import TokenStore
 from destination.backends import Backend, HttpBackend
 from destination.errors import ApiUnavailableError, AuthenticationError
 from destination.fake_server import FakeTikTok, FaultPlan, RunningServer, serve_in_thread
 from destination.settings import Secret
 from destination.tiktok.api import RetryPolicy
+from destination.tiktok.auth.login import login
+from destination.tiktok.auth.oauth import TikTokOAuth
+from destination.tiktok.auth.store import TokenStore
 
 EXCHANGE = "oauth2/access_token/"
 ADVERTISERS = "oauth2/advertiser/get/"

@@ -19,14 +19,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from oauth_support import ADVERTISER, APP_ID, APP_SECRET, oauth_fake
 
-from destination.auth.oauth import TikTokOAuth
-from destination.auth.store import TokenEntry, TokenStore
 from destination.backends import Backend
 from destination.errors import AuthenticationError, ConfigurationError
 from destination.fake_server import FakeTikTok
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import Secret
 from destination.tiktok.api import RetryPolicy, StaticToken, TikTokApi
+from destination.tiktok.auth.oauth import TikTokOAuth
+from destination.tiktok.auth.store import TokenEntry, TokenStore
 from tests.fake_backends import AfterRequests
 
 ROOT = Path(__file__).resolve().parent.parent

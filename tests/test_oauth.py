@@ -15,14 +15,14 @@ import pytest
 import requests
 from oauth_support import ADVERTISER, APP_ID, APP_SECRET, OTHER_ADVERTISER, forge, oauth_fake, press
 
-from destination.auth.callback import CallbackServer, judge
-from destination.auth.login import login
-from destination.auth.oauth import TikTokOAuth, consent_url, new_state
-from destination.auth.store import TokenStore
 from destination.backends import HttpBackend
 from destination.errors import ApiUnavailableError, AuthenticationError
 from destination.fake_server import FakeTikTok, RunningServer, serve_in_thread
 from destination.settings import Secret
+from destination.tiktok.auth.callback import CallbackServer, judge
+from destination.tiktok.auth.login import login
+from destination.tiktok.auth.oauth import TikTokOAuth, consent_url, new_state
+from destination.tiktok.auth.store import TokenStore
 from tests.clock import HANG_GUARD
 
 REDIRECT = "http://127.0.0.1:9/callback"

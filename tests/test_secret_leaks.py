@@ -20,12 +20,12 @@ import pytest
 import requests
 from oauth_support import ADVERTISER, APP_ID, oauth_fake, press
 
-from destination.auth.store import TokenEntry, TokenStore, default_token_store
 from destination.backends import ApiRequest, HttpBackend
 from destination.cli import main
 from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.settings import Secret
 from destination.tiktok.api import RetryPolicy
+from destination.tiktok.auth.store import TokenEntry, TokenStore, default_token_store
 from tests.clock import HANG_GUARD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +182,7 @@ def test_a_failing_login_leaks_no_token_or_secret(
         # every attempt fails; the login's retries come at once
         fake.fail_next(50002, path="oauth2/advertiser/get/", times=2)
         monkeypatch.setattr(
-            "destination.auth.oauth.OAUTH_RETRY", RetryPolicy(max_attempts=2, initial_wait=0)
+            "destination.tiktok.auth.oauth.OAUTH_RETRY", RetryPolicy(max_attempts=2, initial_wait=0)
         )
     pages: list[str] = []
 

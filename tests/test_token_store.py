@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from destination.auth.store import TokenEntry, TokenStore, default_token_store
 from destination.errors import ConfigurationError
 from destination.settings import Secret
+from destination.tiktok.auth.store import TokenEntry, TokenStore, default_token_store
 
 TOKEN = "store-test-token-0f1e2d3c"
 REFRESH = "store-test-refresh-9a8b7c"

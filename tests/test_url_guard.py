@@ -33,14 +33,14 @@ import requests
 from oauth_support import ADVERTISER, APP_ID, APP_SECRET, oauth_fake, press
 from urllib3.util import parse_url
 
-from destination.auth.provider import token_for_run
-from destination.auth.store import TokenEntry, TokenStore, default_token_store
 from destination.backends import ApiRequest, DryRunBackend, HttpBackend, check_base_url, check_url
 from destination.cli import main
 from destination.demo import DEMO_ADVERTISER_ID, demo_fake
 from destination.errors import ConfigurationError
 from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.settings import Secret
+from destination.tiktok.auth.provider import token_for_run
+from destination.tiktok.auth.store import TokenEntry, TokenStore, default_token_store
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = ROOT / "mappings"

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from destination.auth.provider import check_scopes, stored_entry, token_for_run
-from destination.auth.store import TokenStore, default_token_store
 from destination.backends import Backend, DryRunBackend, HttpBackend
 from destination.errors import InputError, OutputError
 from destination.kit.action import Subscription
@@ -39,6 +37,8 @@ from destination.settings import (
 from destination.tiktok.actions import Context
 from destination.tiktok.api import RetryPolicy, TikTokApi
 from destination.tiktok.audiences import DRY_RUN_PREFIX, AudienceRegistry
+from destination.tiktok.auth.provider import check_scopes, stored_entry, token_for_run
+from destination.tiktok.auth.store import TokenStore, default_token_store
 from destination.tiktok.destination import MappingFile, bind, load_mapping_file
 
 __all__ = ["SyncOptions", "run_sync"]

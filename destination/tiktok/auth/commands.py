@@ -14,9 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO
 
-from destination.auth.login import login
-from destination.auth.oauth import DEFAULT_AUTH_URL, TikTokOAuth
-from destination.auth.provider import (
+from destination.backends import HttpBackend, check_base_url, check_url, redact_url
+from destination.errors import ApiUnavailableError, AuthenticationError, ConfigurationError
+from destination.settings import DEFAULT_BASE_URL, ENVIRONMENT, TOKEN_VARIABLE, Secret
+from destination.tiktok.api import RetryPolicy, StaticToken, TikTokApi, TokenProvider
+from destination.tiktok.auth.login import login
+from destination.tiktok.auth.oauth import DEFAULT_AUTH_URL, TikTokOAuth
+from destination.tiktok.auth.provider import (
     ENV_TOKEN_HINT,
     REQUIRED_SCOPES,
     SCOPE_NAMES,
@@ -24,11 +28,12 @@ from destination.auth.provider import (
     StoredToken,
     app_secret,
 )
-from destination.auth.store import APP_ID_VARIABLE, TokenEntry, TokenStore, default_token_store
-from destination.backends import HttpBackend, check_base_url, check_url, redact_url
-from destination.errors import ApiUnavailableError, AuthenticationError, ConfigurationError
-from destination.settings import DEFAULT_BASE_URL, ENVIRONMENT, TOKEN_VARIABLE, Secret
-from destination.tiktok.api import RetryPolicy, StaticToken, TikTokApi, TokenProvider
+from destination.tiktok.auth.store import (
+    APP_ID_VARIABLE,
+    TokenEntry,
+    TokenStore,
+    default_token_store,
+)
 
 __all__ = [
     "AUTH_URL_VARIABLE",

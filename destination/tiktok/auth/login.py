@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from destination.auth.callback import CallbackServer
-from destination.auth.oauth import Advertiser, TikTokOAuth, consent_url, new_state
-from destination.auth.store import TokenEntry, TokenStore, utc_now
 from destination.backends import Backend
 from destination.settings import Secret
 from destination.tiktok.api import RetryPolicy
+from destination.tiktok.auth.callback import CallbackServer
+from destination.tiktok.auth.oauth import Advertiser, TikTokOAuth, consent_url, new_state
+from destination.tiktok.auth.store import TokenEntry, TokenStore, utc_now
 
 __all__ = ["LoginResult", "login"]
 

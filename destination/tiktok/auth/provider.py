@@ -12,12 +12,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import replace
 
-from destination.auth.oauth import TikTokOAuth
-from destination.auth.store import APP_ID_VARIABLE, TokenEntry, TokenStore, utc_now
 from destination.backends import Backend, redact_url
 from destination.errors import ConfigurationError
 from destination.settings import TOKEN_VARIABLE, Secret
 from destination.tiktok.api import StaticToken, TokenProvider
+from destination.tiktok.auth.oauth import TikTokOAuth
+from destination.tiktok.auth.store import APP_ID_VARIABLE, TokenEntry, TokenStore, utc_now
 
 __all__ = [
     "ENV_TOKEN_HINT",
