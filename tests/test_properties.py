@@ -41,8 +41,8 @@ from destination.fake_server import FakeTikTok
 from destination.fake_server.faults import FAULT_KINDS, FaultPlan
 from destination.kit.batching import Batch, Batcher
 from destination.kit.ratelimit import RateLimiter
-from destination.runner import sync as sync_module
 from destination.runner.sync import SyncOptions, run_sync
+from destination.tiktok import plugin as sync_module
 from destination.tiktok.api import TikTokApi
 from destination.tiktok.normalize import (
     advertising_id_type,

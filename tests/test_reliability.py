@@ -23,10 +23,10 @@ from destination.backends import ApiRequest, ApiResponse, Backend, HttpBackend
 from destination.cli import main
 from destination.fake_server import FakeTikTok, FaultPlan, serve_in_thread
 from destination.kit.ratelimit import RateLimiter
-from destination.runner import sync as sync_module
 from destination.runner.reader import read_ndjson
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import Secret
+from destination.tiktok import plugin as sync_module
 from destination.tiktok.api import RetryPolicy, TikTokApi
 from destination.tiktok.normalize import hash_email
 from tests.clock import HANG_GUARD, FakeClock, ThreadsClock

@@ -13,6 +13,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import pickle
 import random
 import sys
 import time
@@ -41,6 +42,7 @@ from destination.settings import (
     resolve_settings,
 )
 from destination.tiktok.destination import load_mapping_file
+from destination.tiktok.plugin import TikTokRecipe
 from tests.clock import HANG_GUARD
 from tests.fake_backends import AfterRequests, CrashAfter
 from tests.test_sync import write_mapping
@@ -469,14 +471,15 @@ def test_worker_processes_never_get_the_access_token(
 
     assert result.summary["delivered"] > 0
     assert len(given) == 1
-    settings = given[0][1]
-    assert isinstance(settings, Settings)
-    assert settings.access_token is None
+    (recipe,) = given[0]
+    assert isinstance(recipe, TikTokRecipe)
+    assert recipe.settings.access_token is None
     assert DEMO_TOKEN not in repr(given)
-    # and a worker refuses settings that carry one
+    assert DEMO_TOKEN.encode() not in pickle.dumps(recipe)  # what crosses to the worker
+    # and a worker refuses a recipe whose settings carry one
     with pytest.raises(ValueError, match="access token"):
         workers_module.init_worker(
-            load_mapping_file(mapping), Settings(access_token=Secret(DEMO_TOKEN))
+            TikTokRecipe(load_mapping_file(mapping), Settings(access_token=Secret(DEMO_TOKEN)))
         )
 
 
@@ -486,7 +489,7 @@ def test_worker_processes_run_the_garbage_collector_seldom(tmp_path: Path) -> No
         1,
         mp_context=multiprocessing.get_context(workers_module.START_METHOD),
         initializer=workers_module.init_worker,
-        initargs=(mapping_file, Settings()),
+        initargs=(TikTokRecipe(mapping_file, Settings()),),
     ) as pool:
         assert pool.submit(gc.get_threshold).result() == FEW_COLLECTIONS
 

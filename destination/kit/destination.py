@@ -11,13 +11,44 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from destination.backends import Backend
-from destination.kit.action import Action, Subscription
+from destination.kit.action import Subscription
+from destination.kit.fields import Field
 from destination.kit.settings import Setting
 
-__all__ = ["Destination", "MappingFile", "Session", "WorkerRecipe"]
+__all__ = ["ActionSpec", "Destination", "MappingFile", "RunKnobs", "Session", "WorkerRecipe"]
+
+
+class ActionSpec(Protocol):
+    """What is known of an action before a run: its key, title and fields."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def fields(self) -> Sequence[Field]: ...
+
+
+class RunKnobs(Protocol):
+    """The runner's own settings, as resolved for a run."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def workers(self) -> int | str: ...
+
+    @property
+    def max_event_bytes(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -45,6 +76,16 @@ class Session(Protocol):
 
     @property
     def subscriptions(self) -> Sequence[Subscription]: ...
+
+    @property
+    def knobs(self) -> RunKnobs:
+        """The runner's settings as resolved with the destination's."""
+        ...
+
+    def files_written(self) -> Mapping[str, Path]:
+        """Files the run writes besides the runner's (named for messages): no output
+        of the run may be one of them."""
+        ...
 
     def worker_recipe(self) -> WorkerRecipe: ...
 
@@ -76,8 +117,8 @@ class Destination(Protocol):
         """The JSON Schema its mapping files are checked against."""
         ...
 
-    def actions(self) -> Mapping[str, Action]:
-        """Its actions by key, unbound (for ``schema`` and templates)."""
+    def catalogue(self) -> Mapping[str, ActionSpec]:
+        """Its actions by key (for ``schema`` and templates)."""
         ...
 
     def template(self, variant: str | None) -> dict[str, Any]:
@@ -87,11 +128,13 @@ class Destination(Protocol):
     def open(
         self,
         mapping: MappingFile,
-        settings: Mapping[str, Any],
+        flags: Mapping[str, Any],
         *,
         environ: Mapping[str, str],
         dry_run: bool,
         backend: Backend | None,
     ) -> Session:
-        """Bind the mapping file's subscriptions for one run, with resolved settings."""
+        """Resolve the settings (``flags`` over ``environ`` over the file) and bind the
+        mapping file's subscriptions for one run. ``backend`` replaces the network (tests,
+        the fake server in-process); ``dry_run`` sends nothing."""
         ...

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from destination.errors import ConfigurationError, OutputError
-from destination.runner.prefix import InputPrefix
 
 __all__ = ["Checkpoint", "Progress", "fingerprint", "locked_state"]
 
@@ -78,7 +77,7 @@ def fingerprint(events: str, mapping: Path) -> dict[str, Any]:
     """What a checkpoint belongs to: the input (size and first MiB) and the mapping file.
 
     Standard input cannot be looked at beforehand: its checkpoints record what was read
-    of it instead (``Checkpoint.stdin_prefix``), checked as the resumed run reads."""
+    of it instead (``Checkpoint.source_state``), checked as the resumed run reads."""
     digest = hashlib.sha256(mapping.read_bytes()).hexdigest()
     if events == "-":
         return {"events": "-", "mapping_sha256": digest}
@@ -127,8 +126,9 @@ class Checkpoint:
     rejected_length: int = 0
     retry_length: int = 0
     complete: bool = False
-    # standard input only: what had been read of it (see ``runner.prefix``)
-    stdin_prefix: InputPrefix | None = None
+    # what the source said identifies the input read so far (standard input: how many
+    # bytes and their digest, see ``runner.prefix``); None when the fingerprint does
+    source_state: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, directory: Path, expected: dict[str, Any]) -> Checkpoint | None:
@@ -151,13 +151,7 @@ class Checkpoint:
             )
         try:
             progress = document["progress"]
-            stdin = document.get("stdin_prefix")
-            if expected.get("events") == "-" and stdin is None:
-                raise ConfigurationError(
-                    f"the checkpoint {path} does not record what was read from standard "
-                    "input (an older version wrote it), so this input cannot be checked "
-                    "against it; use another --state directory to start over"
-                )
+            source_state = document.get("source_state")
             return cls(
                 fingerprint=expected,
                 progress=Progress(
@@ -169,9 +163,7 @@ class Checkpoint:
                 rejected_length=int(document["rejected_length"]),
                 retry_length=int(document["retry_length"]),
                 complete=bool(document["complete"]),
-                stdin_prefix=None
-                if stdin is None
-                else InputPrefix(int(stdin["size"]), str(stdin["sha256"])),
+                source_state=None if source_state is None else dict(source_state),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigurationError(
@@ -193,11 +185,8 @@ class Checkpoint:
             "retry_length": self.retry_length,
             "complete": self.complete,
         }
-        if self.stdin_prefix is not None:
-            document["stdin_prefix"] = {
-                "size": self.stdin_prefix.size,
-                "sha256": self.stdin_prefix.sha256,
-            }
+        if self.source_state is not None:
+            document["source_state"] = self.source_state
         tmp = None
         try:
             directory.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ what unpickling them does, on the process that bounds the run.
 
 Workers are started fresh (``spawn``), not forked, so no copy of the main process's
 memory, and with it the access token, ever reaches them; they compile the subscriptions
-from the mapping file and the settings without the token. A worker that dies ends the
+from the destination's ``WorkerRecipe`` (the mapping file and the settings, without
+the token). A worker that dies ends the
 run like a crash (resume with ``--state``); workers of a main process that was killed
 end within a second. Starting them costs about 0.3 s each, so workers pay off on large
 inputs only. (As with any ``spawn``, a script calling ``run_sync`` with workers needs an
@@ -38,22 +39,16 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from destination.backends import DryRunBackend
 from destination.errors import DestinationError
 from destination.gc_tuning import FEW_COLLECTIONS
 from destination.kit.action import Subscription
+from destination.kit.destination import WorkerRecipe
 from destination.runner.pipeline import Routed
 from destination.runner.reader import Line, LineStream, parse_line, read_lines
-from destination.settings import Secret, Settings
-from destination.tiktok.actions import Context
-from destination.tiktok.api import TikTokApi
-from destination.tiktok.audiences import AudienceRegistry
-from destination.tiktok.destination import MappingFile, bind
 
 __all__ = ["CHUNK_LINES", "init_worker", "route_chunk", "route_lines", "routed_lines"]
 
@@ -70,22 +65,13 @@ LineResult = dict[str, str] | list[Sequence[Any]]
 _subscriptions: list[Subscription] = []  # in a worker: compiled by init_worker
 
 
-def init_worker(mapping_file: MappingFile, settings: Settings) -> None:
-    """Compile the subscriptions in a worker process (never with the access token)."""
-    if settings.access_token is not None:
-        raise ValueError("worker processes must not get the access token")
+def init_worker(recipe: WorkerRecipe) -> None:
+    """Compile the subscriptions in a worker process, from the destination's recipe
+    (which never holds a secret)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     gc.set_threshold(*FEW_COLLECTIONS)  # for good: this process only routes events
     _exit_with_parent(os.getppid())
-    context = Context(
-        settings=settings,
-        # never called: digest neither sends nor creates audiences
-        api=TikTokApi(DryRunBackend(), Secret("")),
-        registry=AudienceRegistry(
-            settings.audience_state, namespace=settings.base_url, create=None
-        ),
-    )
-    _subscriptions[:] = bind(mapping_file, context)
+    _subscriptions[:] = recipe.subscriptions()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -136,8 +122,7 @@ def routed_lines(
     *,
     max_bytes: int,
     workers: int,
-    mapping_file: MappingFile,
-    settings: Settings,
+    recipe: WorkerRecipe,
     subscriptions: Sequence[Subscription],
     skip: Callable[[int], bool],
 ) -> Generator[Routed, None, None]:
@@ -150,7 +135,7 @@ def routed_lines(
         max_workers=workers,
         mp_context=multiprocessing.get_context(START_METHOD),
         initializer=init_worker,
-        initargs=(mapping_file, replace(settings, access_token=None)),
+        initargs=(recipe,),
     )
     # The pool's threads move chunks through pipes, giving up the GIL at every write and
     # read; at the default interval (5 ms) each took that long to get it back from a main
