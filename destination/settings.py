@@ -1,53 +1,48 @@
 """Settings, resolved once into a frozen object: flags over environment over mapping file.
 
-Every problem found is reported together in one ``ConfigurationError``. Secrets are held
-in ``Secret``, whose ``repr`` and ``str`` never show the value.
-
-The ranges are declared once, in the settings part of the mapping-file JSON Schema: a
-mapping file is checked against it when loaded, and the merged values (environment
-variables and flags included) are checked against the same declarations here, so
-``TIKTOK_QPS=-1`` is refused exactly as ``"qps": -1`` in a file is.
+The settings are declared once, the runner's in ``runner/settings.py`` and TikTok's in
+``tiktok/settings.py`` (``DECLARED``: both, the runner's first); the resolver, the
+mapping-file schema's settings part, the README's settings table and the error messages
+all come from those declarations (``kit/settings.py``). ``Settings`` is the typed view
+every module reads; its defaults are the declared ones. Every problem found is reported
+together in one ``ConfigurationError``. Secrets are held in ``Secret``, whose ``repr`` and
+``str`` never show the value; the access token is one, and no setting (environment only).
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from functools import cache
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jsonschema import Draft202012Validator
-
-from destination.backends import check_base_url
-from destination.errors import ConfigurationError
-from destination.resources import load_schema
+from destination.kit.settings import resolve
+from destination.runner.settings import AUTO_WORKERS_MIN_BYTES, with_runner_settings
+from destination.tiktok.settings import (
+    DEFAULT_BASE_URL,
+    TIKTOK_SETTINGS,
+    default_audience_state,
+)
 
 __all__ = [
+    "AUTO_WORKERS_MIN_BYTES",
+    "DECLARED",
     "DEFAULT_BASE_URL",
     "ENVIRONMENT",
+    "TOKEN_VARIABLE",
     "Secret",
     "Settings",
+    "auto_workers",
     "default_audience_state",
     "resolve_settings",
 ]
 
-DEFAULT_BASE_URL = "https://business-api.tiktok.com"
+DECLARED = with_runner_settings(TIKTOK_SETTINGS)
+_BY_NAME = {s.name: s for s in DECLARED}
 
 # setting name -> environment variable that overrides the mapping file's value
-ENVIRONMENT: Mapping[str, str] = {
-    "base_url": "TIKTOK_API_BASE_URL",
-    "advertiser_id": "TIKTOK_ADVERTISER_ID",
-    "audience_id": "TIKTOK_AUDIENCE_ID",
-    "batch_size": "TIKTOK_BATCH_SIZE",
-    "default_phone_region": "TIKTOK_DEFAULT_PHONE_REGION",
-    "audience_state": "TIKTOK_AUDIENCE_STATE",
-    "qps": "TIKTOK_QPS",
-    "concurrency": "TIKTOK_CONCURRENCY",
-    "workers": "TIKTOK_WORKERS",
-}
+ENVIRONMENT: Mapping[str, str] = {s.name: s.env for s in DECLARED if s.env is not None}
 TOKEN_VARIABLE = "TIKTOK_ACCESS_TOKEN"  # noqa: S105 (a variable name)
 
 
@@ -74,56 +69,44 @@ class Secret:
         return hash(self._value)
 
 
-def default_audience_state(environ: Mapping[str, str]) -> Path:
-    """Where native audience ids are remembered: ``$XDG_STATE_HOME/tiktok-audiences``."""
-    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "tiktok-audiences" / "audiences.json"
+def _default(name: str) -> Any:
+    """The ``Settings`` field default of a declared setting."""
+    return _BY_NAME[name].default
+
+
+def _computed(name: str) -> Callable[[], Any]:
+    """The ``Settings`` field default factory of a setting whose default is computed."""
+    compute = _BY_NAME[name].default_from
+    if compute is None:
+        raise ValueError(f"{name} has a fixed default")
+    return lambda: compute(os.environ)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a sync needs to know besides the mapping itself."""
+    """Everything a sync needs to know besides the mapping itself: one field per declared
+    setting (the runner's, then TikTok's), and the access token."""
 
-    base_url: str = DEFAULT_BASE_URL
-    advertiser_id: str | None = None
-    audience_id: str | None = None
-    batch_size: int = 1000
-    default_phone_region: str | None = None
-    phone_format: Literal["e164", "e164_no_plus"] = "e164"
-    email_remove_plus_suffix: bool = False
-    email_remove_dots: bool = False
-    qps: float = 10.0
-    advertiser_qps: float | None = None  # None: the same as qps
-    concurrency: int = 4
+    batch_size: int = _default("batch_size")
+    concurrency: int = _default("concurrency")
     # processes for parsing and hashing; 0: all in the main process; "auto": see auto_workers
-    workers: int | Literal["auto"] = "auto"
-    max_event_bytes: int = 1 << 20
-    max_attempts: int = 5
-    retry_initial_wait: float = 1.0
-    retry_max_seconds: float = 120.0
-    timeout_seconds: float = 30.0
-    audience_state: Path = field(default_factory=lambda: default_audience_state(os.environ))
+    workers: int | Literal["auto"] = _default("workers")
+    max_event_bytes: int = _default("max_event_bytes")
+    base_url: str = _default("base_url")
+    advertiser_id: str | None = _default("advertiser_id")
+    audience_id: str | None = _default("audience_id")
+    default_phone_region: str | None = _default("default_phone_region")
+    phone_format: Literal["e164", "e164_no_plus"] = _default("phone_format")
+    email_remove_plus_suffix: bool = _default("email_remove_plus_suffix")
+    email_remove_dots: bool = _default("email_remove_dots")
+    qps: float = _default("qps")
+    advertiser_qps: float | None = _default("advertiser_qps")  # None: the same as qps
+    max_attempts: int = _default("max_attempts")
+    retry_initial_wait: float = _default("retry_initial_wait")
+    retry_max_seconds: float = _default("retry_max_seconds")
+    timeout_seconds: float = _default("timeout_seconds")
+    audience_state: Path = field(default_factory=_computed("audience_state"))
     access_token: Secret | None = None
-
-
-_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
-
-
-def _convert(name: str, raw: str) -> Any:
-    """The environment's text as the setting's type; ``ValueError`` if it is no number."""
-    kind = str(_FIELD_TYPES[name])
-    if name == "workers" and raw == "auto":
-        return raw
-    if kind.startswith("int"):
-        return int(raw)
-    if kind.startswith("float"):
-        number = float(raw)
-        if not math.isfinite(number):  # float() reads "nan" and "inf"
-            raise ValueError(raw)
-        return number
-    if kind == "Path":
-        return Path(raw)
-    return raw
 
 
 def resolve_settings(
@@ -135,25 +118,12 @@ def resolve_settings(
 ) -> Settings:
     """Merge the three sources and check the result; all problems in one error.
 
-    ``file_settings`` was already checked against the mapping-file schema; environment
-    values and flags are checked here.
+    ``file_settings`` were checked against the mapping-file schema on loading; every
+    value is held to its declaration here again, whatever its source, so ``TIKTOK_QPS=-1``
+    or ``--concurrency 0`` is refused exactly as ``"qps": -1`` in a file is.
     """
     problems: list[str] = []
-    values: dict[str, Any] = dict(file_settings)
-    for name, variable in ENVIRONMENT.items():
-        raw = environ.get(variable, "").strip()
-        if raw:
-            try:
-                values[name] = _convert(name, raw)
-            except ValueError:
-                problems.append(f"{variable}={raw!r} is not a number")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    values["audience_state"] = (
-        Path(values["audience_state"]).expanduser()
-        if "audience_state" in values
-        else default_audience_state(environ)
-    )
-
+    access_token = None
     token = environ.get(TOKEN_VARIABLE, "").strip()
     if token and (not token.isascii() or not token.isprintable() or " " in token):
         # never quoted: a token with a line break would end up in an HTTP header
@@ -162,91 +132,15 @@ def resolve_settings(
             "which no TikTok token does: set it again (without quotes or line breaks)"
         )
     elif token:
-        values["access_token"] = Secret(token)
+        access_token = Secret(token)
     elif need_token:
         problems.append(
             "no access token: run `tiktok-audiences auth login --app-id <your app id>` once, "
             f"or set {TOKEN_VARIABLE} to a TikTok Marketing API access token for the "
             "advertiser (or use --dry-run to check the input without sending)"
         )
-
-    problems += _out_of_range(values, environ=environ, overrides=overrides)
-    region = values.get("default_phone_region")
-    if isinstance(region, str):
-        values["default_phone_region"] = region.upper()
-    try:
-        values["base_url"] = check_base_url(str(values.get("base_url", DEFAULT_BASE_URL)))
-    except ConfigurationError as exc:
-        problems.append(str(exc))
-
-    if problems:
-        raise ConfigurationError("invalid settings: " + "; ".join(problems))
-    return Settings(**values)
-
-
-@cache
-def _declarations() -> tuple[Draft202012Validator, Mapping[str, Any]]:
-    """The settings' declarations (the mapping-file schema's ``$defs/settings``)."""
-    schema = load_schema("mapping-file.schema.json")
-    declared = {"$defs": schema["$defs"], "$ref": "#/$defs/settings"}
-    return Draft202012Validator(declared), schema["$defs"]["settings"]["properties"]
-
-
-def _out_of_range(
-    values: Mapping[str, Any], *, environ: Mapping[str, str], overrides: Mapping[str, Any]
-) -> list[str]:
-    """Each setting whose merged value breaks its declaration, once, with where it came
-    from (a flag or an environment variable: a file's values were checked on loading)."""
-    validator, properties = _declarations()
-    document = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
-    problems = []
-    wrong = {str(e.path[0]) for e in validator.iter_errors(document) if e.path}
-    wrong.discard("base_url")  # check_base_url judges it, with the parser that connects
-    # NaN compares false with every bound, so no range refuses it
-    wrong.update(k for k, v in values.items() if isinstance(v, float) and not math.isfinite(v))
-    for name in sorted(wrong):
-        value = values[name]
-        if isinstance(value, float) and not math.isfinite(value):
-            value = str(value)  # JSON has no NaN: say it plainly
-        source = ""
-        if overrides.get(name) is not None:
-            source = f" (from --{name.replace('_', '-')})"
-        elif name in ENVIRONMENT and environ.get(ENVIRONMENT[name], "").strip():
-            source = f" (from {ENVIRONMENT[name]})"
-        problems.append(f"{name} must be {_expected(properties[name])}, got {value!r}{source}")
-    return problems
-
-
-def _expected(declaration: Mapping[str, Any]) -> str:
-    """A setting's declaration in words: "a whole number from 1 to 10000"."""
-    for combined in ("anyOf", "oneOf"):
-        if combined in declaration:
-            return " or ".join(_expected(d) for d in declaration[combined])
-    if "const" in declaration:
-        return _json_text(declaration["const"])
-    if "enum" in declaration:
-        return "one of " + ", ".join(_json_text(v) for v in declaration["enum"])
-    kind = declaration.get("type")
-    kinds = kind if isinstance(kind, list) else [kind]
-    if "integer" in kinds or "number" in kinds:
-        words = "a whole number" if "integer" in kinds else "a number"
-        low = declaration.get("minimum", declaration.get("exclusiveMinimum"))
-        high = declaration.get("maximum")
-        if "exclusiveMinimum" in declaration:
-            return f"{words} above {low} and at most {high}"
-        return f"{words} from {low} to {high}"
-    if "pattern" in declaration:
-        return f"text matching {declaration['pattern']}"
-    if "boolean" in kinds:
-        return "true or false"
-    return "text" if "string" in kinds else "valid"
-
-
-def _json_text(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value)
-
-
-AUTO_WORKERS_MIN_BYTES = 64 << 20
+    values = resolve(DECLARED, file_settings, environ=environ, flags=overrides, problems=problems)
+    return Settings(**values, access_token=access_token)
 
 
 def auto_workers(settings: Settings, events: str) -> int:
