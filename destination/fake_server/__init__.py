@@ -3,6 +3,17 @@
 ``FakeTikTok`` is a ``Backend`` (answers ``send`` in-process, checking requests the way
 TikTok does and keeping audiences and members); ``serve_in_thread`` / ``serve_forever``
 put the same fake behind a loopback HTTP server for ``HttpBackend``.
+
+The modules, one concern each:
+
+- ``state``: ``FakeTikTok`` itself, composed of the parts below, and the request path;
+- ``store``: what the fake holds (accounts, tokens, audiences, the request log), the
+  set-up and inspection methods, the one lock;
+- ``audience_api``: the endpoints called with an access token (audiences, members);
+- ``checks``: the errors, the envelope and the request checks every endpoint shares;
+- ``oauth`` and ``portal``: apps, the consent page and the ``oauth2/`` endpoints;
+- ``faults``: scripted failures, random faults (``FaultPlan``), refused users, holds;
+- ``http``: the HTTP server in front of it all.
 """
 
 from destination.fake_server.faults import FakeConnectionDrop, FaultPlan, parse_faults
