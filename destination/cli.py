@@ -37,7 +37,6 @@ from destination.fake_server import FaultPlan, parse_faults, serve_forever
 from destination.kit.fields import payload_schema
 from destination.runner.meter import LogLines, TerminalBar
 from destination.runner.sync import SyncOptions, run_sync
-from destination.settings import TOKEN_VARIABLE
 from destination.tiktok.auth.commands import (
     AuthOptions,
     auth_login,
@@ -49,6 +48,7 @@ from destination.tiktok.auth.provider import SECRET_VARIABLE
 from destination.tiktok.auth.store import APP_ID_VARIABLE, STORE_VARIABLE
 from destination.tiktok.destination import template
 from destination.tiktok.fields import CATALOGUE, MODES
+from destination.tiktok.settings import TOKEN_VARIABLE
 
 __all__ = ["EXIT_CODES", "main", "main_entry"]
 

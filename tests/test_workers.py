@@ -38,9 +38,10 @@ from destination.settings import (
     AUTO_WORKERS_MIN_BYTES,
     Secret,
     Settings,
-    auto_workers,
     resolve_settings,
 )
+from destination.runner.run import workers_for
+from destination.runner.source import NdjsonSource
 from destination.tiktok.destination import load_mapping_file
 from destination.tiktok.plugin import TikTokRecipe
 from tests.clock import HANG_GUARD
@@ -535,14 +536,17 @@ def test_auto_workers_start_one_for_a_large_file_on_two_cpus(
     large = tmp_path / "large.ndjson"
     with large.open("wb") as handle:  # sparse: the size is all that is looked at
         handle.truncate(AUTO_WORKERS_MIN_BYTES)
-    auto = Settings()
+    def auto_workers(setting: int | str, events: str) -> int:
+        return workers_for(setting, NdjsonSource(events).size())
+
+    auto = Settings().workers
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert auto_workers(auto, str(large)) == 1
     assert auto_workers(auto, str(small)) == 0
     assert auto_workers(auto, "-") == 0  # standard input: the size is unknown
     assert auto_workers(auto, str(tmp_path / "missing.ndjson")) == 0
-    assert auto_workers(Settings(workers=3), str(small)) == 3  # a number is taken as it is
-    assert auto_workers(Settings(workers=0), str(large)) == 0
+    assert auto_workers(3, str(small)) == 3  # a number is taken as it is
+    assert auto_workers(0, str(large)) == 0
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert auto_workers(auto, str(large)) == 0
 

@@ -19,7 +19,7 @@ from destination.kit.action import Subscription
 from destination.kit.fields import Field
 from destination.kit.settings import Setting
 
-__all__ = ["ActionSpec", "Destination", "MappingFile", "RunKnobs", "Session", "WorkerRecipe"]
+__all__ = ["ActionSpec", "Destination", "MappingFile", "Session", "WorkerRecipe"]
 
 
 class ActionSpec(Protocol):
@@ -33,22 +33,6 @@ class ActionSpec(Protocol):
 
     @property
     def fields(self) -> Sequence[Field]: ...
-
-
-class RunKnobs(Protocol):
-    """The runner's own settings, as resolved for a run."""
-
-    @property
-    def batch_size(self) -> int: ...
-
-    @property
-    def concurrency(self) -> int: ...
-
-    @property
-    def workers(self) -> int | str: ...
-
-    @property
-    def max_event_bytes(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -76,11 +60,6 @@ class Session(Protocol):
 
     @property
     def subscriptions(self) -> Sequence[Subscription]: ...
-
-    @property
-    def knobs(self) -> RunKnobs:
-        """The runner's settings as resolved with the destination's."""
-        ...
 
     def files_written(self) -> Mapping[str, Path]:
         """Files the run writes besides the runner's (named for messages): no output
@@ -112,9 +91,9 @@ class Destination(Protocol):
         """The settings it declares (the runner adds its own)."""
         ...
 
-    @property
-    def document_schema(self) -> Mapping[str, Any]:
-        """The JSON Schema its mapping files are checked against."""
+    def document_schema(self, settings: Sequence[Setting]) -> Mapping[str, Any]:
+        """The JSON Schema its mapping files are checked against; ``settings`` are the
+        run's declarations (the runner's and its own) for the ``settings`` object."""
         ...
 
     def catalogue(self) -> Mapping[str, ActionSpec]:
@@ -128,13 +107,14 @@ class Destination(Protocol):
     def open(
         self,
         mapping: MappingFile,
-        flags: Mapping[str, Any],
+        values: Mapping[str, Any],
         *,
         environ: Mapping[str, str],
         dry_run: bool,
         backend: Backend | None,
     ) -> Session:
-        """Resolve the settings (``flags`` over ``environ`` over the file) and bind the
-        mapping file's subscriptions for one run. ``backend`` replaces the network (tests,
-        the fake server in-process); ``dry_run`` sends nothing."""
+        """Bind the mapping file's subscriptions for one run. ``values`` are the run's
+        resolved settings (its own among them: the runner's it may ignore); ``environ``
+        holds its secrets; ``backend`` replaces the network (tests, the fake server
+        in-process); ``dry_run`` sends nothing."""
         ...

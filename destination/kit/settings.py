@@ -25,7 +25,15 @@ from jsonschema import Draft202012Validator
 
 from destination.errors import ConfigurationError
 
-__all__ = ["Setting", "SettingType", "markdown_table", "merge_settings", "resolve", "schema_of"]
+__all__ = [
+    "Secret",
+    "Setting",
+    "SettingType",
+    "markdown_table",
+    "merge_settings",
+    "resolve",
+    "schema_of",
+]
 
 SettingType = Literal["string", "integer", "number", "boolean", "path"]
 
@@ -33,6 +41,29 @@ _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _FROM_FILE = "the mapping file"
 _FROM_OVERRIDES = "the overrides"  # a value passed in for a setting that has no flag
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,13 @@ from destination.runner.meter import Show, watching
 from destination.runner.outputs import OutputFile
 from destination.runner.pipeline import Pipeline, Tally
 from destination.runner.reader import read_ndjson
+from destination.runner.settings import AUTO_WORKERS_MIN_BYTES, RunnerSettings
 from destination.runner.source import Opened, Source
 from destination.runner.workers import routed_lines
 
-__all__ = ["AUTO_WORKERS_MIN_BYTES", "Ran", "RunOptions", "deliver", "workers_for"]
+__all__ = ["Ran", "RunOptions", "deliver", "workers_for"]
 
 log = logging.getLogger(__name__)
-
-AUTO_WORKERS_MIN_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,9 @@ def workers_for(setting: int | str, size: int | None) -> int:
     return 1 if size >= AUTO_WORKERS_MIN_BYTES else 0
 
 
-def deliver(source: Source, session: Session, options: RunOptions) -> Ran:
-    """Read, route, send and account for every line of ``source``."""
+def deliver(source: Source, session: Session, knobs: RunnerSettings, options: RunOptions) -> Ran:
+    """Read, route, send and account for every line of ``source``, with the runner's
+    settings ``knobs``."""
     with contextlib.ExitStack() as held:
         checkpoint: Checkpoint | None = None
         if options.state is not None:
@@ -86,7 +86,13 @@ def deliver(source: Source, session: Session, options: RunOptions) -> Ran:
             )
         )
         tally = _run(
-            source, session, options, opened=opened, checkpoint=checkpoint, resuming=resuming
+            source,
+            session,
+            options,
+            knobs=knobs,
+            opened=opened,
+            checkpoint=checkpoint,
+            resuming=resuming,
         )
         return Ran(tally, resuming)
 
@@ -96,6 +102,7 @@ def _run(
     session: Session,
     options: RunOptions,
     *,
+    knobs: RunnerSettings,
     opened: Opened,
     checkpoint: Checkpoint | None,
     resuming: bool,
@@ -104,7 +111,6 @@ def _run(
         log.warning(
             "no --rejected file: events that cannot be delivered will only be counted, not kept"
         )
-    knobs = session.knobs
     rejected = OutputFile(options.rejected, what="rejected file")
     retry = OutputFile(options.retry, what="retry file")
     pipeline: Pipeline | None = None

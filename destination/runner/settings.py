@@ -7,13 +7,15 @@ rate limits, retries, timeouts) the destination declares.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from destination.kit.settings import Setting, merge_settings
 
-__all__ = ["AUTO_WORKERS_MIN_BYTES", "RUNNER_SETTINGS", "with_runner_settings"]
+__all__ = ["AUTO_WORKERS_MIN_BYTES", "RUNNER_SETTINGS", "RunnerSettings", "with_runner_settings"]
 
-# "auto" starts a worker from this events-file size on (see settings.auto_workers)
+# "auto" starts a worker from this input size on (see run.workers_for)
 AUTO_WORKERS_MIN_BYTES = 64 << 20
 
 RUNNER_SETTINGS: tuple[Setting, ...] = (
@@ -68,3 +70,17 @@ def with_runner_settings(destination_settings: Sequence[Setting]) -> tuple[Setti
     declares one of the runner's names (or environment variables, or flags) is refused
     with a ``ValueError``: which of the two a value went to would be a guess."""
     return merge_settings(RUNNER_SETTINGS, destination_settings)
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """The runner's part of a run's resolved values."""
+
+    batch_size: int
+    concurrency: int
+    workers: int | str  # a number, or "auto"
+    max_event_bytes: int
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> RunnerSettings:
+        return cls(**{s.name: values[s.name] for s in RUNNER_SETTINGS})

@@ -21,11 +21,13 @@ from destination.kit.action import Subscription
 from destination.kit.destination import Destination, MappingFile, Session
 from destination.kit.mapping_file import read_mapping_file
 from destination.kit.registry import destination_named
+from destination.kit.settings import Setting, resolve
 from destination.runner.checkpoint import FILE_NAME
 from destination.runner.meter import Show
 from destination.runner.outputs import refuse_clashes
 from destination.runner.pipeline import Tally
 from destination.runner.run import RunOptions, deliver
+from destination.runner.settings import RunnerSettings, with_runner_settings
 from destination.runner.source import NdjsonSource, Source
 
 __all__ = ["SyncOptions", "open_mapping", "run_sync", "summarize"]
@@ -46,16 +48,27 @@ class SyncOptions:
     progress_interval: float = 1.0  # seconds between two looks at the run
 
 
-def open_mapping(path: Path) -> tuple[MappingFile, Destination]:
-    """A mapping file, checked against the schema of the destination it names."""
-    found: list[Destination] = []
+@dataclass(frozen=True)
+class Opened:
+    """A mapping file, the destination it names, and the run's settings declarations."""
+
+    mapping: MappingFile
+    destination: Destination
+    declared: tuple[Setting, ...]
+
+
+def open_mapping(path: Path) -> Opened:
+    """A mapping file, checked against the schema of the destination it names, with the
+    settings the runner and that destination declare."""
+    found: list[tuple[Destination, tuple[Setting, ...]]] = []
 
     def schema_of(name: str, source: str) -> Mapping[str, Any]:
-        found.append(destination_named(name, source=source))
-        return found[-1].document_schema
+        destination = destination_named(name, source=source)
+        found.append((destination, with_runner_settings(destination.settings)))
+        return destination.document_schema(found[-1][1])
 
     mapping = read_mapping_file(path, schema_of)
-    return mapping, found[-1]
+    return Opened(mapping, *found[-1])
 
 
 def run_sync(
@@ -66,13 +79,12 @@ def run_sync(
     stdin: IO[bytes] | None = None,
 ) -> dict[str, Any]:
     """Run one sync and return its summary (see the README for the keys)."""
-    mapping, destination = open_mapping(options.mapping)
-    session = destination.open(
-        mapping,
-        options.overrides,
-        environ=environ,
-        dry_run=options.dry_run,
-        backend=backend,
+    opened = open_mapping(options.mapping)
+    values = resolve(
+        opened.declared, opened.mapping.settings, environ=environ, flags=options.overrides
+    )
+    session = opened.destination.open(
+        opened.mapping, values, environ=environ, dry_run=options.dry_run, backend=backend
     )
     state = None if options.dry_run else options.state  # a dry run keeps no checkpoint
     source = NdjsonSource(options.events, stdin=stdin, digest=state is not None)
@@ -80,6 +92,7 @@ def run_sync(
     ran = deliver(
         source,
         session,
+        RunnerSettings.from_values(values),
         RunOptions(
             mapping=options.mapping,
             rejected=options.rejected,

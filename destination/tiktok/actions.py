@@ -22,7 +22,6 @@ from typing import Any
 from destination.errors import PayloadError, PermanentError
 from destination.kit.action import Outcome, Prepared
 from destination.kit.fields import Field
-from destination.settings import Settings
 from destination.tiktok.api import TikTokApi
 from destination.tiktok.audiences import AudienceRegistry
 from destination.tiktok.fields import CATALOGUE, ActionInfo
@@ -33,6 +32,7 @@ from destination.tiktok.normalize import (
     hash_email,
     hash_phone,
 )
+from destination.tiktok.settings import Settings
 
 __all__ = ["Context", "CreateAudience", "Membership", "build_action"]
 

@@ -41,7 +41,7 @@ from destination.errors import (
     RetryableError,
 )
 from destination.kit.ratelimit import RateLimiter
-from destination.settings import Secret
+from destination.kit.settings import Secret
 
 __all__ = [
     "AUTH_CODES",

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from destination.backends import Backend, DryRunBackend, HttpBackend
+from destination.errors import ConfigurationError
 from destination.kit.action import Subscription
 from destination.kit.destination import ActionSpec, MappingFile
 from destination.kit.mapping_file import bind
-from destination.kit.settings import Setting
+from destination.kit.settings import Secret, Setting
 from destination.resources import load_schema
-from destination.settings import TOKEN_VARIABLE, Secret, Settings, resolve_settings
 from destination.tiktok.actions import Context, build_action
 from destination.tiktok.api import RetryPolicy, TikTokApi
 from destination.tiktok.audiences import DRY_RUN_PREFIX, AudienceRegistry
@@ -28,6 +28,7 @@ from destination.tiktok.auth.provider import check_scopes, stored_entry, token_f
 from destination.tiktok.auth.store import TokenStore, default_token_store
 from destination.tiktok.destination import SCHEMA_FILE, template
 from destination.tiktok.fields import CATALOGUE, MODES, Mode
+from destination.tiktok.settings import TIKTOK_SETTINGS, TOKEN_VARIABLE, Settings, access_token
 
 __all__ = ["TIKTOK", "TikTokAudiences", "TikTokRecipe", "TikTokSession"]
 
@@ -80,10 +81,6 @@ class TikTokSession:
     def subscriptions(self) -> Sequence[Subscription]:
         return self._subscriptions
 
-    @property
-    def knobs(self) -> Settings:
-        return self._settings
-
     def files_written(self) -> Mapping[str, Path]:
         # a dry run looks at the audience state file but never writes it
         return {} if self._dry_run else {"the audience state file": self._settings.audience_state}
@@ -123,10 +120,11 @@ class TikTokAudiences:
 
     @property
     def settings(self) -> Sequence[Setting]:
-        return ()
+        return TIKTOK_SETTINGS
 
-    @property
-    def document_schema(self) -> Mapping[str, Any]:
+    def document_schema(self, settings: Sequence[Setting]) -> Mapping[str, Any]:
+        # a file users point "$schema" at; a test keeps its settings part the declared one
+        del settings
         return load_schema(SCHEMA_FILE)
 
     def catalogue(self) -> Mapping[str, ActionSpec]:
@@ -141,7 +139,7 @@ class TikTokAudiences:
     def open(
         self,
         mapping: MappingFile,
-        flags: Mapping[str, Any],
+        values: Mapping[str, Any],
         *,
         environ: Mapping[str, str],
         dry_run: bool,
@@ -151,12 +149,12 @@ class TikTokAudiences:
         # The environment's token wins; the store is not even read when it is set.
         use_store = not dry_run and not environ.get(TOKEN_VARIABLE, "").strip()
         entry = stored_entry(store, environ) if use_store else None
-        settings = resolve_settings(
-            mapping.settings,
-            environ=environ,
-            overrides=flags,
-            need_token=not dry_run and backend is None and entry is None,
+        token, problems = access_token(
+            environ, needed=not dry_run and backend is None and entry is None
         )
+        if problems:
+            raise ConfigurationError("invalid settings: " + "; ".join(problems))
+        settings = Settings.from_values(values, token=token)
         if dry_run:
             backend = DryRunBackend()
         elif backend is None:

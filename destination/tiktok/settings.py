@@ -9,14 +9,27 @@ The access token is not a setting: it comes from the environment or the token st
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from destination.backends import check_base_url
-from destination.kit.settings import Setting
+from destination.kit.settings import Secret, Setting
 
-__all__ = ["DEFAULT_BASE_URL", "TIKTOK_SETTINGS", "default_audience_state"]
+__all__ = [
+    "BASE_URL_VARIABLE",
+    "DEFAULT_BASE_URL",
+    "TIKTOK_SETTINGS",
+    "TOKEN_VARIABLE",
+    "Settings",
+    "access_token",
+    "default_audience_state",
+]
+
+TOKEN_VARIABLE = "TIKTOK_ACCESS_TOKEN"  # noqa: S105 (a variable name)
+BASE_URL_VARIABLE = "TIKTOK_API_BASE_URL"
 
 DEFAULT_BASE_URL = "https://business-api.tiktok.com"
 _NUMERIC_ID = "^[0-9]{1,32}$"
@@ -45,7 +58,7 @@ TIKTOK_SETTINGS: tuple[Setting, ...] = (
         "`xn--` form), odd host forms, a port outside 1 to 65535; messages show user info "
         "as `***`.",
         default=DEFAULT_BASE_URL,
-        env="TIKTOK_API_BASE_URL",
+        env=BASE_URL_VARIABLE,
         flag="--base-url",
         pattern="^https?://",
         # parsed as requests connects (urllib3), rebuilt, and never quoted with a password
@@ -157,3 +170,66 @@ TIKTOK_SETTINGS: tuple[Setting, ...] = (
         flag="--audience-state",
     ),
 )
+
+
+_BY_NAME = {s.name: s for s in TIKTOK_SETTINGS}
+
+
+def _default(name: str) -> Any:
+    """The ``Settings`` field default of a declared setting."""
+    return _BY_NAME[name].default
+
+
+def _computed(name: str) -> Callable[[], Any]:
+    """The ``Settings`` field default factory of a setting whose default is computed."""
+    compute = _BY_NAME[name].default_from
+    if compute is None:
+        raise ValueError(f"{name} has a fixed default")
+    return lambda: compute(os.environ)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What TikTok's side of a run reads: one field per setting TikTok declares, and the
+    access token. Built from the values the runner resolved (``from_values``)."""
+
+    base_url: str = _default("base_url")
+    advertiser_id: str | None = _default("advertiser_id")
+    audience_id: str | None = _default("audience_id")
+    default_phone_region: str | None = _default("default_phone_region")
+    phone_format: Literal["e164", "e164_no_plus"] = _default("phone_format")
+    email_remove_plus_suffix: bool = _default("email_remove_plus_suffix")
+    email_remove_dots: bool = _default("email_remove_dots")
+    qps: float = _default("qps")
+    advertiser_qps: float | None = _default("advertiser_qps")  # None: the same as qps
+    max_attempts: int = _default("max_attempts")
+    retry_initial_wait: float = _default("retry_initial_wait")
+    retry_max_seconds: float = _default("retry_max_seconds")
+    timeout_seconds: float = _default("timeout_seconds")
+    audience_state: Path = field(default_factory=_computed("audience_state"))
+    access_token: Secret | None = None
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], *, token: Secret | None) -> Settings:
+        """TikTok's part of a run's resolved values (others, the runner's, are left)."""
+        return cls(**{name: values[name] for name in _BY_NAME}, access_token=token)
+
+
+def access_token(environ: Mapping[str, str], *, needed: bool) -> tuple[Secret | None, list[str]]:
+    """``TIKTOK_ACCESS_TOKEN``, and what is wrong with it (missing when ``needed``)."""
+    token = environ.get(TOKEN_VARIABLE, "").strip()
+    if token and (not token.isascii() or not token.isprintable() or " " in token):
+        # never quoted: a token with a line break would end up in an HTTP header
+        return None, [
+            f"{TOKEN_VARIABLE} holds whitespace, a control character or non-ASCII text, "
+            "which no TikTok token does: set it again (without quotes or line breaks)"
+        ]
+    if token:
+        return Secret(token), []
+    if needed:
+        return None, [
+            "no access token: run `tiktok-audiences auth login --app-id <your app id>` once, "
+            f"or set {TOKEN_VARIABLE} to a TikTok Marketing API access token for the "
+            "advertiser (or use --dry-run to check the input without sending)"
+        ]
+    return None, []

@@ -16,7 +16,7 @@ from typing import IO
 
 from destination.backends import HttpBackend, check_base_url, check_url, redact_url
 from destination.errors import ApiUnavailableError, AuthenticationError, ConfigurationError
-from destination.settings import DEFAULT_BASE_URL, ENVIRONMENT, TOKEN_VARIABLE, Secret
+from destination.kit.settings import Secret
 from destination.tiktok.api import RetryPolicy, StaticToken, TikTokApi, TokenProvider
 from destination.tiktok.auth.login import login
 from destination.tiktok.auth.oauth import DEFAULT_AUTH_URL, TikTokOAuth
@@ -34,6 +34,7 @@ from destination.tiktok.auth.store import (
     TokenStore,
     default_token_store,
 )
+from destination.tiktok.settings import BASE_URL_VARIABLE, DEFAULT_BASE_URL, TOKEN_VARIABLE
 
 __all__ = [
     "AUTH_URL_VARIABLE",
@@ -46,7 +47,6 @@ __all__ = [
 ]
 
 AUTH_URL_VARIABLE = "TIKTOK_AUTH_URL"
-BASE_URL_VARIABLE = ENVIRONMENT["base_url"]
 PROBE_RETRY = RetryPolicy(max_attempts=2, max_seconds=10.0, initial_wait=0.5)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from destination.backends import Backend
-from destination.settings import Secret
+from destination.kit.settings import Secret
 from destination.tiktok.api import RetryPolicy
 from destination.tiktok.auth.callback import CallbackServer
 from destination.tiktok.auth.oauth import Advertiser, TikTokOAuth, consent_url, new_state

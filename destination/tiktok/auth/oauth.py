@@ -59,7 +59,7 @@ from destination.errors import (
     PermanentError,
     RetryableError,
 )
-from destination.settings import Secret
+from destination.kit.settings import Secret
 from destination.tiktok.api import RetryPolicy, classify
 
 __all__ = [

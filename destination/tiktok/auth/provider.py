@@ -14,10 +14,11 @@ from dataclasses import replace
 
 from destination.backends import Backend, redact_url
 from destination.errors import ConfigurationError
-from destination.settings import TOKEN_VARIABLE, Secret
+from destination.kit.settings import Secret
 from destination.tiktok.api import StaticToken, TokenProvider
 from destination.tiktok.auth.oauth import TikTokOAuth
 from destination.tiktok.auth.store import APP_ID_VARIABLE, TokenEntry, TokenStore, utc_now
+from destination.tiktok.settings import TOKEN_VARIABLE
 
 __all__ = [
     "ENV_TOKEN_HINT",

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from destination.errors import ConfigurationError
-from destination.settings import Secret
+from destination.kit.settings import Secret
 
 __all__ = [
     "APP_ID_VARIABLE",
