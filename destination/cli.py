@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import webbrowser
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -35,7 +36,10 @@ from destination.errors import (
 )
 from destination.fake_server import FaultPlan, parse_faults, serve_forever
 from destination.kit.fields import payload_schema
+from destination.kit.registry import registered
+from destination.kit.settings import Setting
 from destination.runner.meter import LogLines, TerminalBar
+from destination.runner.settings import RUNNER_SETTINGS
 from destination.runner.sync import SyncOptions, run_sync
 from destination.tiktok.auth.commands import (
     AuthOptions,
@@ -46,8 +50,6 @@ from destination.tiktok.auth.commands import (
 )
 from destination.tiktok.auth.provider import SECRET_VARIABLE
 from destination.tiktok.auth.store import APP_ID_VARIABLE, STORE_VARIABLE
-from destination.tiktok.destination import template
-from destination.tiktok.fields import CATALOGUE, MODES
 from destination.tiktok.settings import TOKEN_VARIABLE
 
 __all__ = ["EXIT_CODES", "main", "main_entry"]
@@ -69,16 +71,32 @@ DEFAULT_CALLBACK_PORT = 8766
 FAKE_SERVER_KEPT_REQUESTS = 1000  # what `fake-server` keeps of the requests it answered
 
 
-def _workers(text: str) -> int | str:
-    """``--workers``: "auto" or a whole number (the settings check its range)."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'expected "auto" or a whole number, got {text!r}'
-        ) from None
+def _flag_type(setting: Setting) -> Callable[[str], Any]:
+    """How a setting's flag reads its text: by the declared type (the resolver checks
+    the range); words the declaration also allows (``"auto"``) are taken as they are."""
+    kinds: dict[str, Callable[[str], Any]] = {"integer": int, "number": float, "path": Path}
+    kind = kinds.get(setting.type, str)
+    allowed = [str(value) for value in setting.also]
+
+    def read(text: str) -> Any:
+        if text in allowed:
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            words = " or ".join([*(f'"{a}"' for a in allowed), f"a {setting.type}"])
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+
+    return read
+
+
+def _setting_flags() -> list[Setting]:
+    """The settings that have a flag: the runner's and every installed destination's."""
+    flagged: dict[str, Setting] = {}
+    for setting in (*RUNNER_SETTINGS, *(s for d in registered().values() for s in d.settings)):
+        if setting.flag is not None and setting.flag not in flagged:
+            flagged[setting.flag] = setting
+    return list(flagged.values())
 
 
 _DISTRIBUTION = "tiktok-audiences"  # the name pip knows the package by
@@ -176,15 +194,15 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--dry-run", action="store_true", help="map, validate and batch, but send nothing"
     )
-    sync.add_argument("--base-url", help="API root (overrides settings and TIKTOK_API_BASE_URL)")
-    sync.add_argument("--batch-size", type=int, help="users per request, 1..10000")
-    sync.add_argument("--concurrency", type=int, help="requests in flight at once")
-    sync.add_argument(
-        "--workers",
-        type=_workers,
-        help='processes that parse and hash events: 0 (none), N, or "auto" (the default)',
-    )
-    sync.add_argument("--audience-state", type=Path, help="file remembering created audiences")
+    for setting in _setting_flags():  # from the declarations: README's settings table
+        sync.add_argument(
+            str(setting.flag),
+            dest=f"setting_{setting.name}",
+            type=_flag_type(setting),
+            metavar=setting.name.upper(),
+            help=f"the {setting.name} setting (overrides the mapping file and "
+            + (f"{setting.env})" if setting.env else "its default)"),
+        )
 
     _auth_parser(commands)
 
@@ -201,11 +219,21 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--fault-seed", type=int, default=0, help="seed of the fault schedule")
     fake.add_argument("--slow-seconds", type=float, default=0.2, help="delay of a slow reply")
 
+    destinations = sorted(registered())
     schema = _command(commands, "schema", help="print an action's payload JSON Schema")
-    schema.add_argument("action", choices=sorted(CATALOGUE))
+    schema.add_argument(
+        "action", choices=sorted({k for d in registered().values() for k in d.catalogue()})
+    )
+    schema.add_argument("--destination", choices=destinations, help="whose action (if several)")
 
     mapping = _command(commands, "mapping-template", help="print a default mapping file")
-    mapping.add_argument("--mode", choices=MODES, required=True)
+    mapping.add_argument(
+        "--destination",
+        choices=destinations,
+        default=_DISTRIBUTION,
+        help=f"the destination (default {_DISTRIBUTION})",
+    )
+    mapping.add_argument("--mode", help="the destination's mode, where it has modes")
     return parser
 
 
@@ -281,13 +309,7 @@ def _progress(args: argparse.Namespace, err: IO[str]) -> dict[str, Any]:
 
 
 def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
-    overrides = {
-        "base_url": args.base_url,
-        "batch_size": args.batch_size,
-        "audience_state": args.audience_state,
-        "concurrency": args.concurrency,
-        "workers": args.workers,
-    }
+    overrides = {s.name: getattr(args, f"setting_{s.name}") for s in _setting_flags()}
     summary = run_sync(
         SyncOptions(
             mapping=args.mapping,
@@ -357,10 +379,32 @@ def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
     if args.command == "fake-server":
         return _fake_server(args)
     if args.command == "schema":
-        info = CATALOGUE[args.action]
-        stdout.write(json.dumps(payload_schema(info.fields, title=info.title), indent=2) + "\n")
-        return OK
-    stdout.write(json.dumps(template(args.mode, {}), indent=2) + "\n")
+        return _schema(args, stdout)
+    destination = registered()[args.destination]
+    try:
+        document = destination.template(args.mode)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"mapping-template --destination {args.destination}: {exc}"
+        ) from None
+    stdout.write(json.dumps(document, indent=2) + "\n")
+    return OK
+
+
+def _schema(args: argparse.Namespace, stdout: IO[str]) -> int:
+    """The payload schema of the action named, looked up in every installed destination."""
+    owners = [
+        d
+        for name, d in sorted(registered().items())
+        if args.action in d.catalogue() and args.destination in (None, name)
+    ]
+    if len(owners) != 1:
+        names = ", ".join(d.name for d in owners) or "none"
+        raise ConfigurationError(
+            f"schema {args.action}: name the destination with --destination (it is one of {names})"
+        )
+    spec = owners[0].catalogue()[args.action]
+    stdout.write(json.dumps(payload_schema(spec.fields, title=spec.title), indent=2) + "\n")
     return OK
 
 

@@ -101,7 +101,8 @@ class Destination(Protocol):
         ...
 
     def template(self, variant: str | None) -> dict[str, Any]:
-        """A complete mapping file (``variant``: a mode, where the destination has them)."""
+        """A complete mapping file (``variant``: a mode, where the destination has them);
+        ``ValueError`` for a variant it does not have."""
         ...
 
     def open(

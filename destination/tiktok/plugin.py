@@ -131,9 +131,9 @@ class TikTokAudiences:
         return CATALOGUE
 
     def template(self, variant: str | None) -> dict[str, Any]:
+        if variant not in MODES:
+            raise ValueError(f"--mode must be one of {', '.join(MODES)}")
         mode: Mode = "legacy" if variant == "legacy" else "native"
-        if variant not in (None, *MODES):
-            raise ValueError(f"mode must be one of {', '.join(MODES)}")
         return template(mode, {})
 
     def open(

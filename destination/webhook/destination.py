@@ -169,7 +169,7 @@ class Webhook:
 
     def template(self, variant: str | None) -> dict[str, Any]:
         if variant is not None:
-            raise ConfigurationError("the webhook has no modes")
+            raise ValueError("the webhook has no modes: leave out --mode")
         return {
             "destination": NAME,
             "settings": {"url": "http://127.0.0.1:9000/events"},
