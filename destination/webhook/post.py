@@ -1,15 +1,21 @@
 """The webhook's one action, ``post``: batches of mapped payloads POSTed as JSON.
 
-A batch goes out as ``{"batch": [data, ...]}``. A 2xx reply delivers every item, or,
-when its JSON body holds ``"results"`` (one ``{"ok": bool, "message": str}`` per item, in
-order), answers each item alone. 429, 5xx and transport failures are retried with
-backoff (tenacity); past the last attempt the run stops as "unavailable" (the events go
-to the retry file). Any other reply, redirects included, rejects the batch's items with
-the status. The secret token, if any, travels in the ``Authorization`` header only.
+Each event's item is its mapped ``data`` object; the values mapped under ``hashed``
+join it as the SHA-256 (lowercase hex) of their trimmed, lowercased text, so contact data
+(emails, phones) leaves the process only hashed. ``data`` is for the rest: the default
+maps no personal data. A batch goes out as ``{"batch": [item, ...]}``.
+
+A 2xx reply delivers every item, or, when its JSON body holds ``"results"`` (one
+``{"ok": bool, "message": str}`` per item, in order), answers each item alone. 429, 5xx
+and transport failures are retried with backoff (tenacity); past the last attempt the
+run stops as "unavailable" (the events go to the retry file). Any other reply,
+redirects included, rejects the batch's items with the status. The secret token, if
+any, travels in the ``Authorization`` header only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,9 +37,20 @@ FIELDS = (
     Field(
         "data",
         "object",
-        "What is sent for the event (by default the whole event).",
+        "What is sent for the event, as it is mapped: no contact data here (see hashed).",
         required=True,
-        default={"@path": "$"},
+        default={
+            "type": {"@path": "$.type"},
+            "event": {"@path": "$.event"},
+            "messageId": {"@path": "$.messageId"},
+        },
+    ),
+    Field(
+        "hashed",
+        "object",
+        "Values sent as the SHA-256 of their trimmed, lowercased text (emails, phones), "
+        "under their keys beside data's.",
+        personal_data=True,
     ),
 )
 
@@ -152,7 +169,12 @@ class Post:
         self.fields = POST.fields
 
     def prepare(self, payload: Mapping[str, Any]) -> Prepared:
-        return Prepared(group=GROUP, item=payload["data"])
+        item = dict(payload["data"])
+        for key, value in payload.get("hashed", {}).items():
+            if value is not None:
+                text = str(value).strip().lower().encode("utf-8", "surrogatepass")
+                item[key] = hashlib.sha256(text).hexdigest()
+        return Prepared(group=GROUP, item=item)
 
     def perform_batch(self, group: Hashable, items: Sequence[Any]) -> list[Outcome]:
         if self._client is None:
