@@ -33,6 +33,8 @@ from destination.errors import ConfigurationError, DestinationError
 from destination.fake_server import FakeTikTok
 from destination.gc_tuning import FEW_COLLECTIONS
 from destination.runner import workers as workers_module
+from destination.runner.run import workers_for
+from destination.runner.source import NdjsonSource
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import (
     AUTO_WORKERS_MIN_BYTES,
@@ -40,8 +42,6 @@ from destination.settings import (
     Settings,
     resolve_settings,
 )
-from destination.runner.run import workers_for
-from destination.runner.source import NdjsonSource
 from destination.tiktok.destination import load_mapping_file
 from destination.tiktok.plugin import TikTokRecipe
 from tests.clock import HANG_GUARD
@@ -536,6 +536,7 @@ def test_auto_workers_start_one_for_a_large_file_on_two_cpus(
     large = tmp_path / "large.ndjson"
     with large.open("wb") as handle:  # sparse: the size is all that is looked at
         handle.truncate(AUTO_WORKERS_MIN_BYTES)
+
     def auto_workers(setting: int | str, events: str) -> int:
         return workers_for(setting, NdjsonSource(events).size())
 
