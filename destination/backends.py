@@ -4,7 +4,8 @@
 server's ``FakeTikTok`` is another implementation that answers in-process. Tests choose
 one by passing it in.
 
-Paths are relative to the versioned API root: ``segment/mapping/`` is sent to
+Paths are relative to the backend's ``root`` under the base URL: TikTok's client
+(``tiktok.api.tiktok_backend``) sends ``segment/mapping/`` to
 ``{base_url}/open_api/v1.3/segment/mapping/``. ``check_url`` refuses URLs that parsers
 read differently and rebuilds the rest from their parts; plain http goes to loopback only.
 
@@ -32,7 +33,6 @@ from urllib3.util import parse_url
 from destination.errors import ConfigurationError, PermanentError, RetryableError
 
 __all__ = [
-    "API_VERSION",
     "ApiRequest",
     "ApiResponse",
     "Backend",
@@ -43,7 +43,6 @@ __all__ = [
     "redact_url",
 ]
 
-API_VERSION = "v1.3"
 REDACTED = "***"
 _SECRET_HEADERS = frozenset({"access-token", "authorization"})
 _SECRET_PARAMS = frozenset({"secret", "access_token", "refresh_token", "auth_code"})
@@ -272,7 +271,8 @@ class HttpBackend:
     """Sends requests over HTTP with a pooled ``requests.Session``.
 
     ``base_url`` is kept only as ``check_base_url`` rebuilt it, and every request goes to
-    that string plus the path. Transport failures (timeouts, resets, refused connections)
+    that string, the API's ``root`` (such as ``open_api/v1.3``) and the path. Transport
+    failures (timeouts, resets, refused connections)
     become ``RetryableError``.
     """
 
@@ -280,10 +280,14 @@ class HttpBackend:
         self,
         base_url: str,
         *,
+        root: str = "",
         timeout: float = 30.0,
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url)
+        self._prefix = (
+            f"{self.base_url}/{root.strip('/')}/" if root.strip("/") else self.base_url + "/"
+        )
         self.timeout = timeout
         self._session = session or requests.Session()
         _guard_transport_log()
@@ -292,7 +296,7 @@ class HttpBackend:
         return f"HttpBackend({self.base_url!r})"
 
     def url_for(self, path: str) -> str:
-        return f"{self.base_url}/open_api/{API_VERSION}/{path.lstrip('/')}"
+        return self._prefix + path.lstrip("/")
 
     def send(self, request: ApiRequest) -> ApiResponse:
         try:

@@ -21,7 +21,6 @@ from destination.backends import (
     ApiRequest,
     ApiResponse,
     DryRunBackend,
-    HttpBackend,
     check_base_url,
 )
 from destination.errors import (
@@ -40,6 +39,7 @@ from destination.tiktok.api import (
     TikTokApi,
     classify,
     failed_rows,
+    tiktok_backend,
 )
 from tests.clock import HANG_GUARD, FakeClock
 
@@ -80,7 +80,7 @@ def http_api(**kwargs: Any) -> TikTokApi:
     with time enough for them on a loaded machine: the budget is counted in real time)."""
     kwargs.setdefault("retry", RetryPolicy(max_attempts=4, initial_wait=0, max_seconds=HANG_GUARD))
     kwargs.setdefault("sleep", lambda seconds: None)
-    return TikTokApi(HttpBackend(BASE_URL), Secret(TOKEN), **kwargs)
+    return TikTokApi(tiktok_backend(BASE_URL), Secret(TOKEN), **kwargs)
 
 
 def send_mapping(api: TikTokApi) -> dict[str, Any]:
@@ -628,12 +628,12 @@ def test_check_base_url_reports_malformed_url_as_configuration_error(url: str) -
 
 
 def test_http_backend_uses_checked_base_url() -> None:
-    backend = HttpBackend("https://business-api.tiktok.com/")
+    backend = tiktok_backend("https://business-api.tiktok.com/")
 
     assert backend.url_for("segment/mapping/") == MAPPING_URL
     assert backend.url_for("/segment/audience/") == AUDIENCE_URL
     with pytest.raises(ConfigurationError):
-        HttpBackend("http://example.com")
+        tiktok_backend("http://example.com")
 
 
 # --- DryRunBackend ------------------------------------------------------------------------

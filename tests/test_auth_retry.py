@@ -15,11 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from oauth_support import ADVERTISER, APP_ID, APP_SECRET, OTHER_ADVERTISER, oauth_fake, press
 
-from destination.backends import Backend, HttpBackend
+from destination.backends import Backend
 from destination.errors import ApiUnavailableError, AuthenticationError
 from destination.fake_server import FakeTikTok, FaultPlan, RunningServer, serve_in_thread
 from destination.settings import Secret
-from destination.tiktok.api import RetryPolicy
+from destination.tiktok.api import RetryPolicy, tiktok_backend
 from destination.tiktok.auth.login import login
 from destination.tiktok.auth.oauth import TikTokOAuth
 from destination.tiktok.auth.store import TokenStore
@@ -120,7 +120,7 @@ def test_login_over_http_retries_a_connection_closed_without_a_reply(
     fake.inject_faults(ScriptedFaults(["drop_before", "drop_before", None, "drop_before"]))
     store, sleeps = TokenStore(tmp_path / "tokens.json"), Sleeps()
 
-    run_login(fake, server, store, sleeps, HttpBackend(server.base_url))
+    run_login(fake, server, store, sleeps, tiktok_backend(server.base_url))
 
     assert store.get(APP_ID) is not None
     assert paths(fake) == [EXCHANGE, EXCHANGE, EXCHANGE, ADVERTISERS, ADVERTISERS]
@@ -136,7 +136,7 @@ def test_a_lost_reply_to_the_exchange_says_to_log_in_again(
     store, sleeps = TokenStore(tmp_path / "tokens.json"), Sleeps()
 
     with pytest.raises(AuthenticationError) as caught:
-        run_login(fake, server, store, sleeps, HttpBackend(server.base_url))
+        run_login(fake, server, store, sleeps, tiktok_backend(server.base_url))
 
     message = str(caught.value)
     assert caught.value.code == 40110
@@ -202,7 +202,7 @@ def test_a_refused_connection_is_retried_then_reported() -> None:
     sleeps = Sleeps()
 
     with pytest.raises(ApiUnavailableError, match="gave up after 4 attempts"):
-        oauth(HttpBackend(dead.base_url), sleeps).exchange_code("code", REDIRECT)
+        oauth(tiktok_backend(dead.base_url), sleeps).exchange_code("code", REDIRECT)
 
     assert len(sleeps) == 3
 

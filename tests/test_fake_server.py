@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from destination.backends import ApiRequest, ApiResponse, HttpBackend
+from destination.backends import ApiRequest, ApiResponse
 from destination.errors import RetryableError
 from destination.fake_server import (
     FakeAudience,
@@ -22,6 +22,7 @@ from destination.fake_server import (
     serve_forever,
     serve_in_thread,
 )
+from destination.tiktok.api import tiktok_backend
 from tests.clock import HANG_GUARD
 
 TOKEN = "tok-main"
@@ -848,7 +849,7 @@ def server(fake: FakeTikTok) -> Iterator[RunningServer]:
 
 def test_http_success_envelope(fake: FakeTikTok, server: RunningServer) -> None:
     assert server.base_url.startswith("http://127.0.0.1:")
-    backend = HttpBackend(server.base_url)
+    backend = tiktok_backend(server.base_url)
     request = ApiRequest(
         "POST",
         "segment/audience/",
@@ -875,7 +876,7 @@ def test_http_success_envelope(fake: FakeTikTok, server: RunningServer) -> None:
 def test_http_get_with_json_encoded_list(
     fake: FakeTikTok, server: RunningServer, audience: str
 ) -> None:
-    backend = HttpBackend(server.base_url)
+    backend = tiktok_backend(server.base_url)
     response = backend.send(
         ApiRequest(
             "GET",
@@ -895,7 +896,7 @@ def test_http_get_with_json_encoded_list(
 
 
 def test_http_unknown_paths_are_404(server: RunningServer) -> None:
-    backend = HttpBackend(server.base_url)
+    backend = tiktok_backend(server.base_url)
     response = backend.send(ApiRequest("GET", "no/such/", headers={"Access-Token": TOKEN}))
     assert response.status == 404
     assert response.body is not None
@@ -907,7 +908,7 @@ def test_http_unknown_paths_are_404(server: RunningServer) -> None:
 
 def test_http_html_502(fake: FakeTikTok, server: RunningServer) -> None:
     fake.fail_next(0, http_status=502)
-    backend = HttpBackend(server.base_url)
+    backend = tiktok_backend(server.base_url)
     response = backend.send(ApiRequest("GET", "user/info/", headers={"Access-Token": TOKEN}))
     assert response.status == 502
     assert response.body is None
@@ -915,7 +916,7 @@ def test_http_html_502(fake: FakeTikTok, server: RunningServer) -> None:
 
 
 def test_http_missing_token(server: RunningServer) -> None:
-    backend = HttpBackend(server.base_url)
+    backend = tiktok_backend(server.base_url)
     response = backend.send(ApiRequest("GET", "user/info/"))
     assert response.status == 200
     assert response.body is not None
@@ -952,7 +953,7 @@ def test_http_connections_are_kept_alive_and_closed_when_the_server_stops(
 ) -> None:
     running = serve_in_thread(fake)
     session = requests.Session()
-    backend = HttpBackend(running.base_url, session=session)
+    backend = tiktok_backend(running.base_url, session=session)
     info = ApiRequest("GET", "user/info/", headers={"Access-Token": TOKEN})
     for _ in range(5):
         assert backend.send(info).body["code"] == 0
@@ -993,7 +994,7 @@ def test_serve_forever_reports_its_url_and_stops_on_ctrl_c(
 def test_http_server_does_not_log_requests(
     server: RunningServer, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    backend = HttpBackend(server.base_url)
+    backend = tiktok_backend(server.base_url)
     backend.send(ApiRequest("GET", "user/info/", headers={"Access-Token": TOKEN}))
     backend.send(ApiRequest("GET", "user/info/"))
     captured = capfd.readouterr()

@@ -15,10 +15,10 @@ import pytest
 import requests
 from oauth_support import ADVERTISER, APP_ID, APP_SECRET, OTHER_ADVERTISER, forge, oauth_fake, press
 
-from destination.backends import HttpBackend
 from destination.errors import ApiUnavailableError, AuthenticationError
 from destination.fake_server import FakeTikTok, RunningServer, serve_in_thread
 from destination.settings import Secret
+from destination.tiktok.api import tiktok_backend
 from destination.tiktok.auth.callback import CallbackServer, judge
 from destination.tiktok.auth.login import login
 from destination.tiktok.auth.oauth import TikTokOAuth, consent_url, new_state
@@ -176,7 +176,7 @@ def test_tiktok_out_of_reach_is_api_unavailable() -> None:
 
     with pytest.raises(ApiUnavailableError, match="try again later"):
         TikTokOAuth(
-            HttpBackend(dead.base_url), APP_ID, Secret(APP_SECRET), sleep=lambda _: None
+            tiktok_backend(dead.base_url), APP_ID, Secret(APP_SECRET), sleep=lambda _: None
         ).exchange_code("code", REDIRECT)  # retried without waiting (test_auth_retry.py)
 
 

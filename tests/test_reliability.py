@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from destination.backends import ApiRequest, ApiResponse, Backend, HttpBackend
+from destination.backends import ApiRequest, ApiResponse, Backend
 from destination.cli import main
 from destination.fake_server import FakeTikTok, FaultPlan, serve_in_thread
 from destination.kit.ratelimit import RateLimiter
@@ -27,7 +27,7 @@ from destination.runner.reader import read_ndjson
 from destination.runner.sync import SyncOptions, run_sync
 from destination.settings import Secret
 from destination.tiktok import plugin as sync_module
-from destination.tiktok.api import RetryPolicy, TikTokApi
+from destination.tiktok.api import RetryPolicy, TikTokApi, tiktok_backend
 from destination.tiktok.normalize import hash_email
 from tests.clock import HANG_GUARD, FakeClock, ThreadsClock
 from tests.fake_backends import CrashAfter
@@ -277,7 +277,7 @@ def test_four_senders_never_send_more_requests_in_a_second_than_the_qps_over_htt
     )
     mapping = write_mapping(tmp_path, batch_size=1, qps=qps, advertiser_qps=qps, concurrency=4)
     with serve_in_thread(fake) as server:
-        sent = SentAt(HttpBackend(server.base_url), clock)
+        sent = SentAt(tiktok_backend(server.base_url), clock)
         summary = run_sync(
             SyncOptions(mapping=mapping, events=str(events)),
             environ=environ(tmp_path, TIKTOK_API_BASE_URL=server.base_url),
@@ -371,7 +371,7 @@ def test_http_backend_reports_a_dropped_connection_as_retryable() -> None:
     fake.inject_faults(FaultPlan({"drop_before": 1.0}))
     with serve_in_thread(fake) as server:
         api = TikTokApi(
-            HttpBackend(server.base_url),
+            tiktok_backend(server.base_url),
             Secret(TOKEN),
             retry=RetryPolicy(max_attempts=2, initial_wait=0),
         )

@@ -20,11 +20,11 @@ import pytest
 import requests
 from oauth_support import ADVERTISER, APP_ID, oauth_fake, press
 
-from destination.backends import ApiRequest, HttpBackend
+from destination.backends import ApiRequest
 from destination.cli import main
 from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.settings import Secret
-from destination.tiktok.api import RetryPolicy
+from destination.tiktok.api import RetryPolicy, tiktok_backend
 from destination.tiktok.auth.store import TokenEntry, TokenStore, default_token_store
 from tests.clock import HANG_GUARD
 
@@ -221,7 +221,7 @@ def test_the_secret_in_a_query_string_is_masked_in_transport_logs(
 ) -> None:
     fake = oauth_fake()
     with serve_in_thread(fake) as server:
-        backend = HttpBackend(server.base_url)
+        backend = tiktok_backend(server.base_url)
         backend.send(
             ApiRequest("GET", "oauth2/advertiser/get/", params={"app_id": APP_ID, "secret": SECRET})
         )

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from destination.backends import ApiRequest, HttpBackend
+from destination.backends import ApiRequest
 from destination.cli import main
 from destination.errors import ConfigurationError, PermanentError, RetryableError
 from destination.settings import resolve_settings
+from destination.tiktok.api import tiktok_backend
 from tests.test_sync import audience_event, write_events, write_mapping
 
 ODD_TOKENS = [
@@ -60,7 +61,7 @@ def test_the_http_backend_logs_no_credential_of_a_request_it_cannot_send(
 ) -> None:
     """requests refuses a header with a line break and quotes it in its error; the debug
     line keeps the error's kind and drops every spelling of the token."""
-    backend = HttpBackend("http://127.0.0.1:9")
+    backend = tiktok_backend("http://127.0.0.1:9")
     request = ApiRequest(
         "POST",
         "oauth2/refresh_token/",

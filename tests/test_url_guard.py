@@ -33,12 +33,13 @@ import requests
 from oauth_support import ADVERTISER, APP_ID, APP_SECRET, oauth_fake, press
 from urllib3.util import parse_url
 
-from destination.backends import ApiRequest, DryRunBackend, HttpBackend, check_base_url, check_url
+from destination.backends import ApiRequest, DryRunBackend, check_base_url, check_url
 from destination.cli import main
 from destination.demo import DEMO_ADVERTISER_ID, demo_fake
 from destination.errors import ConfigurationError
 from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.settings import Secret
+from destination.tiktok.api import tiktok_backend
 from destination.tiktok.auth.provider import token_for_run
 from destination.tiktok.auth.store import TokenEntry, TokenStore, default_token_store
 
@@ -267,7 +268,7 @@ def recording_session() -> tuple[requests.Session, RecordingAdapter]:
 )
 def test_http_backend_sends_to_the_rebuilt_base_url(base_url: str, sent_to: str) -> None:
     session, adapter = recording_session()
-    backend = HttpBackend(base_url, session=session)
+    backend = tiktok_backend(base_url, session=session)
 
     backend.send(ApiRequest(method="GET", path="user/info/"))
 
@@ -279,7 +280,7 @@ def test_http_backend_refuses_the_bypass_before_sending_anything() -> None:
     session, adapter = recording_session()
 
     with pytest.raises(ConfigurationError, match="backslash"):
-        HttpBackend(BYPASS, session=session).send(ApiRequest(method="GET", path="user/info/"))
+        tiktok_backend(BYPASS, session=session).send(ApiRequest(method="GET", path="user/info/"))
 
     assert adapter.urls == []
 

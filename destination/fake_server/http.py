@@ -21,12 +21,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from destination.backends import API_VERSION, ApiRequest, ApiResponse
+from destination.backends import ApiRequest, ApiResponse
 from destination.fake_server.faults import FakeConnectionDrop
 from destination.fake_server.portal import PortalReply
 from destination.fake_server.state import FakeTikTok
 from destination.gc_tuning import few_collections
 from destination.serving import BackgroundServer
+from destination.tiktok.api import API_VERSION
 
 __all__ = ["RunningServer", "serve_forever", "serve_in_thread"]
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import requests
 from tenacity import (
     RetryCallState,
     RetryError,
@@ -31,7 +32,7 @@ from tenacity import (
     stop_after_delay,
 )
 
-from destination.backends import ApiRequest, ApiResponse, Backend
+from destination.backends import ApiRequest, ApiResponse, Backend, HttpBackend
 from destination.errors import (
     ApiUnavailableError,
     AuthenticationError,
@@ -59,6 +60,17 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+API_VERSION = "v1.3"
+API_ROOT = f"open_api/{API_VERSION}"  # under the base URL: the version in one place
+
+
+def tiktok_backend(
+    base_url: str, *, timeout: float = 30.0, session: requests.Session | None = None
+) -> HttpBackend:
+    """HTTP to TikTok's Marketing API (or anything at another base URL speaking it)."""
+    return HttpBackend(base_url, root=API_ROOT, timeout=timeout, session=session)
+
 
 PARTIAL_SUCCESS = 20001
 OK_CODES = frozenset({0, PARTIAL_SUCCESS})

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from destination.backends import Backend, DryRunBackend, HttpBackend
+from destination.backends import Backend, DryRunBackend
 from destination.errors import ConfigurationError
 from destination.kit.action import Subscription
 from destination.kit.destination import ActionSpec, MappingFile
@@ -22,7 +22,7 @@ from destination.kit.mapping_file import bind
 from destination.kit.settings import Secret, Setting
 from destination.resources import load_schema
 from destination.tiktok.actions import Context, build_action
-from destination.tiktok.api import RetryPolicy, TikTokApi
+from destination.tiktok.api import RetryPolicy, TikTokApi, tiktok_backend
 from destination.tiktok.audiences import DRY_RUN_PREFIX, AudienceRegistry
 from destination.tiktok.auth.provider import check_scopes, stored_entry, token_for_run
 from destination.tiktok.auth.store import TokenStore, default_token_store
@@ -158,7 +158,7 @@ class TikTokAudiences:
         if dry_run:
             backend = DryRunBackend()
         elif backend is None:
-            backend = HttpBackend(settings.base_url, timeout=settings.timeout_seconds)
+            backend = tiktok_backend(settings.base_url, timeout=settings.timeout_seconds)
         tokens = token_for_run(
             env_token=settings.access_token,
             entry=entry,

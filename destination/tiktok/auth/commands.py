@@ -17,7 +17,13 @@ from typing import IO
 from destination.backends import HttpBackend, check_base_url, check_url, redact_url
 from destination.errors import ApiUnavailableError, AuthenticationError, ConfigurationError
 from destination.kit.settings import Secret
-from destination.tiktok.api import RetryPolicy, StaticToken, TikTokApi, TokenProvider
+from destination.tiktok.api import (
+    RetryPolicy,
+    StaticToken,
+    TikTokApi,
+    TokenProvider,
+    tiktok_backend,
+)
 from destination.tiktok.auth.login import login
 from destination.tiktok.auth.oauth import DEFAULT_AUTH_URL, TikTokOAuth
 from destination.tiktok.auth.provider import (
@@ -147,7 +153,7 @@ def auth_login(
     result = login(
         app_id=app_id,
         secret=secret,
-        backend=HttpBackend(base_url),
+        backend=tiktok_backend(base_url),
         base_url=base_url,
         auth_url=auth_url,
         store=store,
@@ -194,7 +200,7 @@ def auth_status(options: AuthOptions) -> None:
         print(f"{TOKEN_VARIABLE} (set: sync uses it, the token store is ignored)", file=out)
         print("  scopes:       unknown (TikTok tells them only at authorization)", file=out)
         provider = StaticToken(Secret(env_token), reauthorize_hint=ENV_TOKEN_HINT)
-        _probe(HttpBackend(_base_url(options)), provider, TOKEN_VARIABLE, out, failures)
+        _probe(tiktok_backend(_base_url(options)), provider, TOKEN_VARIABLE, out, failures)
     for app_id, entry in sorted(entries.items()):
         in_use = "" if env_token or (len(entries) > 1 and chosen is None) else " (sync uses it)"
         print(f"app {app_id}{in_use}", file=out)
@@ -223,7 +229,7 @@ def auth_status(options: AuthOptions) -> None:
 
 
 def _backend_for(options: AuthOptions, entry: TokenEntry) -> HttpBackend:
-    return HttpBackend(_base_url(options, entry), timeout=15.0)
+    return tiktok_backend(_base_url(options, entry), timeout=15.0)
 
 
 def _probe(
