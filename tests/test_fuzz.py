@@ -649,7 +649,7 @@ def test_routing_any_event_raises_only_payload_error(
 ) -> None:
     original = copy.deepcopy(subject)
     try:
-        prepared = add_to_audience.route(subject)
+        prepared = add_to_audience.place(add_to_audience.step(0, subject))
     except PayloadError as exc:
         event(f"rejected: {exc.reason}")
         assert exc.reason

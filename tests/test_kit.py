@@ -96,7 +96,7 @@ def test_a_payload_leaves_out_null_and_blank_values_only(
 def test_route_maps_with_defaults_drops_empties_and_prepares() -> None:
     subscription, action = _bind({"count": {"@path": "$.properties.n"}})
     event = {"traits": {"email": "a@b.co"}, "properties": {"name": "x", "n": 3, "kind": None}}
-    prepared = subscription.route(event)
+    prepared = subscription.place(subscription.step(0, event))
     assert prepared.item == {"email": "a@b.co", "name": "x", "count": 3}
     assert action.prepared == [{"email": "a@b.co", "name": "x", "count": 3}]
 
@@ -104,8 +104,9 @@ def test_route_maps_with_defaults_drops_empties_and_prepares() -> None:
 def test_route_rejects_invalid_payload_without_quoting_values() -> None:
     subscription, action = _bind({"count": {"@path": "$.properties.n"}})
     event = {"traits": {"email": "secret@example.com"}, "properties": {"n": "three"}}
+    step = subscription.step(0, event)
     with pytest.raises(PayloadError) as caught:
-        subscription.route(event)
+        subscription.place(step)
     message = str(caught.value)
     assert "missing required field name" in message
     assert "count must be of type integer" in message

@@ -1,24 +1,28 @@
-"""Actions and the one route every event takes: map, drop empties, validate, prepare.
+"""Actions and the one route every event takes: map, drop empties, validate, digest, place.
 
 An ``Action`` declares its fields (see ``kit.fields``) and two steps of its own:
 
 - ``prepare(payload)`` turns one validated payload into a ``Prepared`` item (for TikTok:
   normalized and hashed identifiers) with the ``group`` it must be sent with, or raises
   ``PayloadError`` for that event alone;
-- optionally, ``prepare`` in two steps: ``digest(payload)`` does the pure, costly part
-  (its result must pickle: it may run in a worker process) and ``place(digest)`` the
-  rest in the main process (what needs the run's state, such as creating an audience),
-  with ``prepare(payload) == place(digest(payload))``;
+- optionally, ``prepare`` in two steps (``TwoStepAction``): ``digest(payload)`` does the
+  pure, costly part and ``place(digest)`` the rest (what needs the run's state, such as
+  creating an audience), with ``prepare(payload) == place(digest(payload))``;
 - ``perform_batch(group, items)`` sends one batch and answers one ``Outcome`` per item, in
   order. There is no single-event path: one event is a batch of one.
 
-A ``Subscription`` binds an action to a condition and a compiled mapping; ``route`` is
-the per-event half of the pipeline. Nothing here knows about TikTok.
+A ``Subscription`` binds an action to a condition and a compiled mapping. Routing an
+event to it has two halves, whichever process runs the first: ``step`` (map, drop
+empties, validate, digest) is pure and gives a ``Step``, which may be made in a worker
+process and travel as JSON, so a digest must be a JSON value (objects, arrays, text,
+numbers, true, false, null); ``place`` (in the process that sends) counts the event and
+places the digest. An action without ``digest`` has its payload as digest and ``prepare``
+as ``place``. Nothing here knows about TikTok.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -32,6 +36,8 @@ __all__ = [
     "Action",
     "Outcome",
     "Prepared",
+    "Rejection",
+    "Step",
     "Subscription",
     "TwoStepAction",
     "bind_subscription",
@@ -93,22 +99,46 @@ class Action(Protocol):
 
 @runtime_checkable
 class TwoStepAction(Protocol):
-    """An action whose ``prepare`` is ``place(digest(payload))``; ``digest`` is pure."""
+    """An action whose ``prepare`` is ``place(digest(payload))``; ``digest`` is pure and
+    gives a JSON value (it may be made in a worker process)."""
 
     def digest(self, payload: Mapping[str, Any]) -> Any: ...
 
     def place(self, digest: Any) -> Prepared: ...
 
 
+class Rejection(NamedTuple):
+    """Why one event cannot go to one subscription: a short ``reason`` code and a message
+    (without personal data)."""
+
+    reason: str
+    message: str
+
+
+class Step(NamedTuple):
+    """One event routed to one subscription, up to its digest: what ``Subscription.step``
+    makes (anywhere) and ``Subscription.place`` takes (where the batches are).
+
+    ``subscription`` is its index in the run's list of subscriptions, ``fields`` the
+    payload's fields that had a value, and either ``digest`` (a JSON value) or
+    ``rejection`` is set.
+    """
+
+    subscription: int
+    fields: tuple[str, ...]
+    digest: Any
+    rejection: Rejection | None
+
+
 @dataclass(eq=False)
 class Subscription:
     """An action fed by the events that match ``condition``, through ``mapping``.
 
-    ``routed`` counts the events it took and ``seen`` names the fields that had a value;
-    ``mapped_from_event`` names the fields the mapping file maps its own way from the
-    event (not the field's default mapping, not a literal), so such a mapping that points
-    nowhere can be reported. A default mapping finding nothing is normal: not every user
-    has a phone.
+    ``routed`` counts the events placed here and ``seen`` names the fields that had a
+    value; ``mapped_from_event`` names the fields the mapping file maps its own way from
+    the event (not the field's default mapping, not a literal), so such a mapping that
+    points nowhere can be reported. A default mapping finding nothing is normal: not
+    every user has a phone.
     """
 
     name: str
@@ -118,65 +148,52 @@ class Subscription:
     validator: PayloadValidator = field(repr=False)
     mapped_from_event: tuple[str, ...] = ()
     routed: int = 0
-    # the payloads' field names (routed here) and fields as bits (digested elsewhere):
-    # a few distinct ones per run, so ``seen`` costs a set insertion per event
+    # the payloads' field names: a few distinct ones per run, so ``seen`` costs a set
+    # insertion per event
     _shapes: set[tuple[str, ...]] = field(init=False, repr=False, default_factory=set)
-    _masks: set[int] = field(init=False, repr=False, default_factory=set)
-    _two_step: bool = field(init=False, repr=False, default=False)
-    _bits: dict[str, int] = field(init=False, repr=False, default_factory=dict)
+    _digest: Callable[[dict[str, Any]], Any] = field(init=False, repr=False)
+    _place: Callable[[Any], Prepared] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._two_step = isinstance(self.action, TwoStepAction)
-        self._bits = {f.name: 1 << i for i, f in enumerate(self.action.fields)}
+        action = self.action
+        if isinstance(action, TwoStepAction):
+            self._digest, self._place = action.digest, action.place
+        else:
+            self._digest, self._place = _payload_as_is, action.prepare
 
-    def route(self, event: Mapping[str, Any]) -> Prepared:
-        """Map, drop empty values, validate and prepare one event; ``PayloadError`` if bad."""
+    def step(self, index: int, event: Mapping[str, Any]) -> Step:
+        """The pure half of routing ``event`` here, this subscription being the run's
+        ``index``-th: map, drop empty values, validate and digest. It counts nothing, so
+        it may run in any process; a bad payload gives a step with its rejection."""
         payload = self.mapping.payload(event)
-        self.routed += 1
-        self._shapes.add(tuple(payload))
-        problems = self.validator.problems(payload)
-        if problems:
-            raise PayloadError("; ".join(problems))
-        return self.action.prepare(payload)
-
-    # -- the route in two steps: ``digest`` may run in a worker process ----------------
-
-    def digest(self, event: Mapping[str, Any]) -> tuple[int, Any, tuple[str, str] | None]:
-        """The pure part of ``route``: ``(fields, digest, None)``, or ``(fields, None,
-        (reason, message))`` for a bad payload. ``fields`` (the payload's fields as bits)
-        is for ``account``; this subscription's own counters are left alone."""
-        payload = self.mapping.payload(event)
-        bits = self._bits
-        mask = 0
-        for name in payload:
-            mask |= bits.get(name, 0)
+        fields = tuple(payload)
         try:
             problems = self.validator.problems(payload)
             if problems:
                 raise PayloadError("; ".join(problems))
-            if self._two_step:
-                return mask, self.action.digest(payload), None  # type: ignore[attr-defined]
+            return Step(index, fields, self._digest(payload), None)
         except PayloadError as exc:
-            return mask, None, (exc.reason, str(exc))
-        return mask, payload, None
+            return Step(index, fields, None, Rejection(exc.reason, str(exc)))
 
-    def account(self, mask: int) -> None:
-        """Count one event routed by ``digest`` elsewhere, as ``route`` counts its own."""
+    def place(self, step: Step) -> Prepared:
+        """The other half, where the batches are: count the event, then place its digest
+        (for TikTok: find or create the audience). ``PayloadError`` if it is rejected."""
         self.routed += 1
-        self._masks.add(mask)
+        self._shapes.add(step.fields)
+        rejection = step.rejection
+        if rejection is not None:
+            raise PayloadError(rejection.message, reason=rejection.reason)
+        return self._place(step.digest)
 
     @property
     def seen(self) -> frozenset[str]:
-        """The fields that had a value in at least one event this subscription took."""
-        names = {name for shape in self._shapes for name in shape}
-        names.update(n for n, bit in self._bits.items() if any(m & bit for m in self._masks))
-        return frozenset(names)
+        """The fields that had a value in at least one event placed here."""
+        return frozenset(name for shape in self._shapes for name in shape)
 
-    def place(self, digest: Any) -> Prepared:
-        """The rest of ``route`` for a digest made by ``digest``; ``PayloadError`` if bad."""
-        if self._two_step:
-            return self.action.place(digest)  # type: ignore[attr-defined, no-any-return]
-        return self.action.prepare(digest)
+
+def _payload_as_is(payload: dict[str, Any]) -> dict[str, Any]:
+    """The digest of an action in one step: its payload (JSON already)."""
+    return payload
 
 
 def bind_subscription(

@@ -1,11 +1,13 @@
 """The sync pipeline: events in, batches out, one result per event.
 
-For each input line: match the subscriptions, route the event through each matching one
-(map, drop empties, validate, prepare), and put the prepared item in the batch of its
-group. A full batch is handed to a pool of sender threads (``concurrency`` batches in
-flight at most; the rate limiter in the API client keeps them under the QPS); what is
-left is sent at the end of input. Answers are taken in by the main thread only, so the
-counts, the output files and the checkpoint have one writer.
+Each input line comes routed (``runner.route``: per matching subscription, a ``Step``
+with the event's digest or why it is rejected); the pipeline places each step
+(``Subscription.place``: count, create the audience, ...) and puts the prepared item in
+the batch of its group. A full batch is handed to a pool of sender threads
+(``concurrency`` batches in flight at most; the rate limiter in the API client keeps
+them under the QPS); what is left is sent at the end of input. Answers are taken in by
+the main thread only, so the counts, the output files and the checkpoint have one
+writer.
 
 Order is kept per user: when an item's keys (a user's hashed identifiers) wait in the
 open batch of its ``conflicts`` group (a removal from the audience it adds to, or the
@@ -29,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from destination.errors import (
     ApiUnavailableError,
@@ -43,8 +45,9 @@ from destination.kit.batching import Batch, Batcher
 from destination.runner.checkpoint import Progress
 from destination.runner.outputs import OutputFile, rejected_record
 from destination.runner.reader import Line
+from destination.runner.route import RoutedLine
 
-__all__ = ["STOP_REASONS", "Pipeline", "Routed", "Steps", "Tally"]
+__all__ = ["STOP_REASONS", "Pipeline", "Tally"]
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +57,6 @@ STOP_REASONS: dict[str, type[Exception]] = {
     "api_unavailable": ApiUnavailableError,
     "configuration": MisconfiguredError,
 }
-
-
-# an event routed elsewhere (by ``Subscription.digest``, in a worker process): per
-# matching subscription, the payload's fields as bits, the digest, or [reason, message]
-Steps = list[tuple[Subscription, int, Any, Sequence[str] | None]]
-# a line and, when it was routed elsewhere, its steps (the line then keeps no event)
-Routed = tuple[Line, Steps | None]
 
 
 @dataclass
@@ -97,22 +93,43 @@ class Tally:
         )
 
 
-class _Event:
-    """An event being routed or waiting for answers (one per input line in flight)."""
+class _Failure(NamedTuple):
+    """Why one subscription (none: ``""``, for the whole event) did not take an event."""
 
-    __slots__ = ("accepted", "failures", "line", "waiting")
+    subscription: str
+    reason: str
+    message: str
+
+
+class _Event:
+    """An event being placed or waiting for answers (one per input line in flight). It
+    keeps its line's number and bytes, not its steps: they hold the digests, which take
+    more memory than the bytes."""
+
+    __slots__ = ("accepted", "data", "error", "failures", "number", "raw", "waiting")
 
     def __init__(
-        self, line: Line, waiting: int, failures: list[tuple[str, str, str]] | None = None
+        self, line: RoutedLine, waiting: int, failures: list[_Failure] | None = None
     ) -> None:
-        self.line = line
+        self.number = line.number
+        self.data = line.data
+        self.error = line.error
+        self.raw = line.raw
         self.waiting = waiting
-        self.failures: list[tuple[str, str, str]] = failures or []  # (subscription, reason, msg)
+        self.failures: list[_Failure] = failures or []
         self.accepted: list[str] = []
 
+    def line(self) -> Line:
+        """Its line as the reader gives it (what the rejected file is written from)."""
+        return Line(self.number, None, self.raw, self.error, self.data.rstrip(b"\r\n"))
 
-# one item of a batch: the event it came from, the subscription's name, what to send
-_Item = tuple[_Event, str, Any]
+
+class _Item(NamedTuple):
+    """One item of a batch: the event it came from, the subscription's name, what to send."""
+
+    event: _Event
+    subscription: str
+    item: Any
 
 
 class _Stop(Exception):
@@ -151,12 +168,8 @@ class Pipeline:
         self.tally = tally or Tally()
         self.progress = progress or Progress()
 
-    def run(self, lines: Iterable[Line]) -> Tally:
-        """Route each line here, then batch and send."""
-        return self.run_routed((line, None) for line in lines)
-
-    def run_routed(self, lines: Iterable[Routed]) -> Tally:
-        """Batch and send lines routed elsewhere (or here, for those without steps)."""
+    def run(self, lines: Iterable[RoutedLine]) -> Tally:
+        """Place, batch and send every routed line; the tally when all are answered."""
         source = iter(lines)
         with (
             few_collections(),
@@ -164,10 +177,10 @@ class Pipeline:
         ):
             is_finished, ready, answered = self.progress.is_finished, self._ready, self._answered
             try:
-                for line, steps in source:
+                for line in source:
                     if is_finished(line.number):
                         continue  # done by the run this one resumes
-                    self._take(line, steps)
+                    self._take(line)
                     if ready:
                         self._send_ready(pool)
                     if not answered.empty():
@@ -183,52 +196,30 @@ class Pipeline:
 
     # -- per event --------------------------------------------------------------------
 
-    def _take(self, line: Line, steps: Steps | None) -> None:
+    def _take(self, line: RoutedLine) -> None:
+        steps = line.steps
         if line.error:
-            self._finish(
-                _Event(line, 0, [("", "invalid_json", f"line {line.number} is {line.error}")])
-            )
+            failure = _Failure("", "invalid_json", f"line {line.number} is {line.error}")
+            self._finish(_Event(line, 0, [failure]))
             return
-        if steps is None:
-            assert line.event is not None
-            parsed = line.event
-            matched = [s for s in self._subscriptions if s.condition.matches(parsed)]
-            count = len(matched)
-        else:
-            count = len(steps)
-        if not count:
-            self._finish(
-                _Event(line, 0, [("", "no_subscription", "no subscription matches this event")])
-            )
+        if not steps:
+            failure = _Failure("", "no_subscription", "no subscription matches this event")
+            self._finish(_Event(line, 0, [failure]))
             return
-        # kept until answered: the line's bytes, not the parsed event (a tenth of the memory)
-        kept = line if line.event is None else Line(line.number, None, data=line.data)
-        event = self._current = _Event(kept, count)
+        event = self._current = _Event(line, len(steps))
         self.progress.started(line.number)
-        if steps is None:
-            for subscription in matched:
-                self._attempt(event, subscription, subscription.route, parsed)
-        else:
-            for subscription, *rest in steps:
-                self._attempt(event, subscription, _place, subscription, *rest)
+        subscriptions = self._subscriptions
+        for step in steps:
+            subscription = subscriptions[step.subscription]
+            try:
+                prepared = subscription.place(step)
+            except PayloadError as exc:
+                self._answer(event, subscription.name, Outcome.rejected(exc.reason, str(exc)))
+                continue
+            except _STOP_ERRORS as exc:
+                raise _stop_for(exc) from exc
+            self._add(event, subscription, prepared)
         self._current = None
-
-    def _attempt(
-        self,
-        event: _Event,
-        subscription: Subscription,
-        prepare: Callable[..., Prepared],
-        *args: Any,
-    ) -> None:
-        """Prepare one event for one subscription: batch it, or answer why not."""
-        try:
-            prepared = prepare(*args)
-        except PayloadError as exc:
-            self._answer(event, subscription.name, Outcome.rejected(exc.reason, str(exc)))
-            return
-        except _STOP_ERRORS as exc:
-            raise _stop_for(exc) from exc
-        self._add(event, subscription, prepared)
 
     def _add(self, event: _Event, subscription: Subscription, prepared: Prepared) -> None:
         """Put one prepared item in the batch of its group."""
@@ -242,7 +233,7 @@ class Pipeline:
         if keys is None:
             keys = self._open_keys[prepared.group] = set()
         keys.update(prepared.keys)
-        full = self._batcher.add(prepared.group, (event, subscription.name, prepared.item))
+        full = self._batcher.add(prepared.group, _Item(event, subscription.name, prepared.item))
         if full is not None:
             self._make_ready(full)
 
@@ -250,13 +241,13 @@ class Pipeline:
         if outcome.ok:
             event.accepted.append(subscription)
         else:
-            event.failures.append((subscription, outcome.reason, outcome.message))
+            event.failures.append(_Failure(subscription, outcome.reason, outcome.message))
         event.waiting -= 1
         if event.waiting == 0:
             self._finish(event)
 
     def _finish(self, event: _Event) -> None:
-        self.progress.finished(event.line.number)
+        self.progress.finished(event.number)
         tally = self.tally
         tally.received += 1  # counted when finished, so a resumed run never counts it twice
         if not event.failures:
@@ -264,15 +255,18 @@ class Pipeline:
             for name in event.accepted:
                 tally.delivered_by_subscription[name] += 1
             return
-        reason = event.failures[0][1]
-        if reason == "api_unavailable" and self._retry.path is not None and not event.line.error:
+        reason = event.failures[0].reason
+        if reason == "api_unavailable" and self._retry.path is not None and not event.error:
             tally.deferred += 1
-            self._retry.write_line(event.line.data)
+            self._retry.write_line(event.data.rstrip(b"\r\n"))
             return
         tally.rejected += 1
         tally.rejected_by_reason[reason] += 1
-        message = "; ".join(f"{s}: {m}" if s else m for s, _, m in event.failures)
-        self._rejected.write(rejected_record(event.line, reason, message))
+        message = "; ".join(
+            f"{f.subscription}: {f.message}" if f.subscription else f.message
+            for f in event.failures
+        )
+        self._rejected.write(rejected_record(event.line(), reason, message))
 
     # -- sending ------------------------------------------------------------------------
 
@@ -293,7 +287,7 @@ class Pipeline:
         while len(self._in_flight) >= self._concurrency:
             self._collect(block=True)
         action = self._performers[batch.group]
-        future = pool.submit(action.perform_batch, batch.group, [i[2] for i in batch.items])
+        future = pool.submit(action.perform_batch, batch.group, [i.item for i in batch.items])
         self._in_flight[future] = batch
         future.add_done_callback(self._answered.put)
 
@@ -318,14 +312,14 @@ class Pipeline:
             raise _stop_for(exc) from exc
         if len(outcomes) != len(batch.items):
             raise AssertionError(f"{len(outcomes)} outcomes for {len(batch.items)} items")
-        for (event, name, _), outcome in zip(batch.items, outcomes, strict=True):
-            self._answer(event, name, outcome)
+        for item, outcome in zip(batch.items, outcomes, strict=True):
+            self._answer(item.event, item.subscription, outcome)
         if self._on_progress is not None:
             self._on_progress(self)
 
     # -- stopping -----------------------------------------------------------------------
 
-    def _stop(self, stop: _Stop, rest: Iterator[Routed]) -> None:
+    def _stop(self, stop: _Stop, rest: Iterator[RoutedLine]) -> None:
         """Finish what is in flight, then reject or defer everything not delivered."""
         self.tally.stopped = {"reason": stop.reason, "message": stop.message}
         log.info("stopping: %s", stop.message)
@@ -335,39 +329,29 @@ class Pipeline:
             try:
                 outcomes = future.result()
             except Exception:
-                unanswered += [item[0] for item in batch.items]
+                unanswered += [item.event for item in batch.items]
                 continue
-            for (event, name, _), outcome in zip(batch.items, outcomes, strict=True):
-                self._answer(event, name, outcome)
-        unanswered += [item[0] for batch in self._ready for item in batch.items]
+            for item, outcome in zip(batch.items, outcomes, strict=True):
+                self._answer(item.event, item.subscription, outcome)
+        unanswered += [item.event for batch in self._ready for item in batch.items]
         self._ready.clear()
-        unanswered += [item[0] for batch in self._batcher.drain() for item in batch.items]
+        unanswered += [item.event for batch in self._batcher.drain() for item in batch.items]
         if self._current is not None:
             unanswered.append(self._current)
         not_sent = f"not sent: {stop.message}"
         for event in {id(e): e for e in unanswered}.values():
             if event.waiting > 0:
-                event.failures.insert(0, ("", stop.reason, not_sent))
+                event.failures.insert(0, _Failure("", stop.reason, not_sent))
                 event.waiting = 0
                 self._finish(event)
-        for line, _ in rest:
+        for line in rest:
             if self.progress.is_finished(line.number):
                 continue
             if line.error:
-                failure = ("", "invalid_json", f"line {line.number} is {line.error}")
+                failure = _Failure("", "invalid_json", f"line {line.number} is {line.error}")
             else:
-                failure = ("", stop.reason, not_sent)
+                failure = _Failure("", stop.reason, not_sent)
             self._finish(_Event(line, 0, [failure]))
-
-
-def _place(
-    subscription: Subscription, mask: int, digest: Any, error: Sequence[str] | None
-) -> Prepared:
-    """The main-process half of routing an event a worker digested."""
-    subscription.account(mask)
-    if error is not None:
-        raise PayloadError(error[1], reason=error[0])
-    return subscription.place(digest)
 
 
 _STOP_ERRORS = tuple(STOP_REASONS.values())

@@ -25,10 +25,9 @@ from destination.runner.checkpoint import Checkpoint, locked_state
 from destination.runner.meter import Show, watching
 from destination.runner.outputs import OutputFile
 from destination.runner.pipeline import Pipeline, Tally
-from destination.runner.reader import read_ndjson
 from destination.runner.settings import AUTO_WORKERS_MIN_BYTES, RunnerSettings
 from destination.runner.source import Opened, Source
-from destination.runner.workers import routed_lines
+from destination.runner.workers import routed
 
 __all__ = ["Ran", "RunOptions", "deliver", "workers_for"]
 
@@ -136,25 +135,21 @@ def _run(
                 events=lambda: pipeline.tally.received - earlier,
                 interval=options.progress_interval,
             )
-            if workers > 0:
-                # closed here, whatever happens, so the workers stop with the run
-                with (
-                    meter,
-                    contextlib.closing(
-                        routed_lines(
-                            opened,
-                            max_bytes=knobs.max_event_bytes,
-                            workers=workers,
-                            recipe=session.worker_recipe(),
-                            subscriptions=session.subscriptions,
-                            skip=pipeline.progress.is_finished,
-                        )
-                    ) as routed,
-                ):
-                    tally = pipeline.run_routed(routed)
-            else:
-                with meter:
-                    tally = pipeline.run(read_ndjson(opened, max_bytes=knobs.max_event_bytes))
+            # closed here, whatever happens, so that any workers stop with the run
+            with (
+                meter,
+                contextlib.closing(
+                    routed(
+                        opened,
+                        max_bytes=knobs.max_event_bytes,
+                        workers=workers,
+                        recipe=session.worker_recipe(),
+                        subscriptions=session.subscriptions,
+                        skip=pipeline.progress.is_finished,
+                    )
+                ) as lines,
+            ):
+                tally = pipeline.run(lines)
             if checkpoint is not None and options.state is not None:
                 checkpoint.complete = True
                 _save(

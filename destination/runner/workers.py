@@ -1,26 +1,22 @@
-"""The pure part of the event route in worker processes (the ``workers`` setting).
+"""The input's lines, routed: in the main process, or in worker processes (``workers``).
 
-The main process reads the input with the reader's rules (line numbers, blank lines,
-``max_event_bytes``, the byte order mark), leaves out the lines a resumed run finished
-already, and hands the rest to the workers in chunks of raw lines. A worker parses each
-line, matches the subscriptions and runs ``Subscription.digest`` (map, drop empties,
-validate, normalize and hash the identifiers) for each one that matches. The main
-process takes the chunks' results strictly in input order, at most a few chunks ahead
-(memory stays flat), and does everything else as without workers: creating audiences,
-batching, sending, counting, the output files and the checkpoint. When the workers fall
-behind (the oldest chunk not back yet with ``ahead`` chunks out), the main process
-routes the next chunk itself rather than wait: with one worker on two cores, the two
-processes then share the routing.
-
-A chunk's results travel back as one JSON document (orjson): everything in them came
-from JSON or is text, and building the main process's objects from JSON costs about half
-what unpickling them does, on the process that bounds the run.
+``routed`` is the runner's one way to route: it reads the input with the reader's rules
+(line numbers, blank lines, ``max_event_bytes``, the byte order mark), leaves out the
+lines a resumed run finished already, and gives every other line as a ``RoutedLine``
+(``runner.route``), in input order. With ``workers`` 0 it routes each line as it reads
+it. Otherwise it hands the lines to the workers in chunks; a worker runs the same
+``route_line`` on each and sends the chunk back through ``encode_routed`` /
+``decode_routed``. At most a few chunks are out at once (memory stays flat). When the
+workers fall behind (the oldest chunk not back yet with ``ahead`` chunks out), the main
+process routes the next chunk itself rather than wait: with one worker on two cores,
+the two processes then share the routing. Either way the pipeline does the rest in the
+main process: creating audiences, batching, sending, counting, the output files and the
+checkpoint.
 
 Workers are started fresh (``spawn``), not forked, so no copy of the main process's
 memory, and with it the access token, ever reaches them; they compile the subscriptions
-from the destination's ``WorkerRecipe`` (the mapping file and the settings, without
-the token). A worker that dies ends the
-run like a crash (resume with ``--state``); workers of a main process that was killed
+from the destination's ``WorkerRecipe``, which holds no secret. A worker that dies ends
+the run like a crash (resume with ``--state``); workers of a main process that was killed
 end within a second. Starting them costs about 0.3 s each, so workers pay off on large
 inputs only. (As with any ``spawn``, a script calling ``run_sync`` with workers needs an
 ``if __name__ == "__main__":`` guard; the CLI has one.)
@@ -36,31 +32,23 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
-
-import orjson
+from typing import NamedTuple
 
 from destination.errors import DestinationError
 from destination.gc_tuning import FEW_COLLECTIONS
 from destination.kit.action import Subscription
 from destination.kit.destination import WorkerRecipe
-from destination.runner.pipeline import Routed
-from destination.runner.reader import Line, LineStream, parse_line, read_lines
+from destination.runner.reader import Line, LineStream, read_lines
+from destination.runner.route import RoutedLine, decode_routed, encode_routed, route_line, unread
 
-__all__ = ["CHUNK_LINES", "init_worker", "route_chunk", "route_lines", "routed_lines"]
+__all__ = ["CHUNK_LINES", "init_worker", "route_chunk", "route_lines", "routed"]
 
 CHUNK_LINES = 512
-SWITCH_SECONDS = 0.0002  # the GIL's switch interval while workers run (see routed_lines)
+SWITCH_SECONDS = 0.0002  # the GIL's switch interval while workers run (see _routed_by)
 START_METHOD = "spawn"
-
-# one line's result from a worker, as JSON: {"raw": text, "error": why} for a line that is
-# no JSON object, else per matching subscription [its index, fields as bits, digest,
-# [reason, message] or null]
-# (a tuple where it was made, a list once it came through JSON: typed as a Sequence)
-LineResult = dict[str, str] | list[Sequence[Any]]
 
 _subscriptions: list[Subscription] = []  # in a worker: compiled by init_worker
 
@@ -87,37 +75,18 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def route_chunk(chunk: Sequence[tuple[int, bytes]]) -> bytes:
-    """Parse, match and digest a chunk of raw lines (in a worker process): a JSON array
-    with a ``LineResult`` per line."""
-    return orjson.dumps(route_lines(_subscriptions, chunk))
+    """Route a chunk of raw lines in a worker process: ``encode_routed``'s document."""
+    return encode_routed(route_lines(_subscriptions, chunk))
 
 
 def route_lines(
     subscriptions: Sequence[Subscription], chunk: Sequence[tuple[int, bytes]]
-) -> list[LineResult]:
-    """Parse, match and digest a chunk of raw lines (what ``route_chunk`` does, before the
-    JSON), wherever it runs: a ``LineResult`` per line."""
-    results: list[LineResult] = []
-    for number, data in chunk:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            event = None
-        if type(event) is not dict:  # parse_line words why (rare: no Line otherwise)
-            line = parse_line(number, data)
-            results.append({"raw": line.raw, "error": line.error})
-            continue
-        results.append(
-            [
-                (index, *subscription.digest(event))
-                for index, subscription in enumerate(subscriptions)
-                if subscription.condition.matches(event)
-            ]
-        )
-    return results
+) -> list[RoutedLine]:
+    """Route a chunk of raw lines (``read_lines``' numbers and bytes), wherever it runs."""
+    return [route_line(subscriptions, number, data) for number, data in chunk]
 
 
-def routed_lines(
+def routed(
     stream: LineStream,
     *,
     max_bytes: int,
@@ -125,12 +94,51 @@ def routed_lines(
     recipe: WorkerRecipe,
     subscriptions: Sequence[Subscription],
     skip: Callable[[int], bool],
-) -> Generator[Routed, None, None]:
-    """The input's lines, routed by ``workers`` processes, in input order.
+) -> Generator[RoutedLine, None, None]:
+    """Every line of ``stream`` routed, in input order: here when ``workers`` is 0,
+    else mostly by ``workers`` processes built from ``recipe``.
 
-    ``subscriptions`` are the main process's (the same list the workers compile);
-    lines for which ``skip(number)`` holds are neither sent nor yielded.
+    ``subscriptions`` are the main process's (those ``recipe`` gives, in the same order);
+    lines for which ``skip(number)`` holds are neither routed nor yielded. Close the
+    generator when done with it (the worker processes stop then).
     """
+    lines = read_lines(stream, max_bytes=max_bytes)
+    if workers <= 0:
+        return _routed_here(lines, subscriptions, skip)
+    return _routed_by(workers, lines, recipe, subscriptions, skip)
+
+
+def _routed_here(
+    lines: Iterable[Line | tuple[int, bytes]],
+    subscriptions: Sequence[Subscription],
+    skip: Callable[[int], bool],
+) -> Generator[RoutedLine, None, None]:
+    for item in lines:
+        if isinstance(item, Line):  # too long: never parsed
+            if not skip(item.number):
+                yield unread(item)
+            continue
+        number, data = item
+        if not skip(number):
+            yield route_line(subscriptions, number, data)
+
+
+class _Chunk(NamedTuple):
+    """Lines out for routing: as read (a ``Line`` for one too long to route), those
+    routed (``raw``), and how they come back (a worker's document, or routed here)."""
+
+    lines: list[Line | tuple[int, bytes]]
+    raw: list[tuple[int, bytes]]
+    answer: Future[bytes] | list[RoutedLine]
+
+
+def _routed_by(
+    workers: int,
+    lines: Iterable[Line | tuple[int, bytes]],
+    recipe: WorkerRecipe,
+    subscriptions: Sequence[Subscription],
+    skip: Callable[[int], bool],
+) -> Generator[RoutedLine, None, None]:
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context(START_METHOD),
@@ -143,47 +151,33 @@ def routed_lines(
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_SECONDS)
     ahead = 2 * workers + 2
-    # per chunk in flight, in input order: its worker's answer to come, or its results
-    # routed here
-    pending: deque[tuple[list[Line | tuple[int, bytes]], Future[bytes] | list[LineResult]]]
-    pending = deque()
+    pending: deque[_Chunk] = deque()  # in input order
 
     def ready() -> bool:
-        answer = pending[0][1]
+        answer = pending[0].answer
         return isinstance(answer, list) or answer.done()
 
     def submit(chunk: list[Line | tuple[int, bytes]]) -> None:
         raw = [item for item in chunk if not isinstance(item, Line)]
         if len(pending) >= ahead and not ready():
             # The workers are behind: route this chunk here rather than wait for them (the
-            # same digests: the same subscriptions, compiled the same way).
-            pending.append((chunk, route_lines(subscriptions, raw)))
+            # same route: the same subscriptions, compiled the same way).
+            pending.append(_Chunk(chunk, raw, route_lines(subscriptions, raw)))
         else:
-            pending.append((chunk, pool.submit(route_chunk, raw)))
+            pending.append(_Chunk(chunk, raw, pool.submit(route_chunk, raw)))
 
-    def results() -> Iterator[Routed]:
-        chunk, answer = pending.popleft()
-        routed: list[LineResult] = (
-            answer if isinstance(answer, list) else orjson.loads(answer.result())
+    def results() -> Iterator[RoutedLine]:
+        oldest = pending.popleft()
+        answer = oldest.answer
+        answers = iter(
+            answer if isinstance(answer, list) else decode_routed(answer.result(), oldest.raw)
         )
-        answers = iter(routed)
-        for item in chunk:
-            if isinstance(item, Line):  # too long: never sent
-                yield item, None
-                continue
-            number, data = item
-            result = next(answers)
-            if isinstance(result, dict):
-                yield Line(number, None, result["raw"], result["error"], data.rstrip(b"\r\n")), None
-                continue
-            yield (
-                Line(number, None, data=data.rstrip(b"\r\n")),
-                [(subscriptions[i], mask, digest, err) for i, mask, digest, err in result],
-            )
+        for item in oldest.lines:
+            yield unread(item) if isinstance(item, Line) else next(answers)
 
     try:
         chunk: list[Line | tuple[int, bytes]] = []
-        for item in read_lines(stream, max_bytes=max_bytes):
+        for item in lines:
             if skip(item.number if isinstance(item, Line) else item[0]):
                 continue  # finished by the run this one resumes
             chunk.append(item)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from destination.errors import PayloadError, PermanentError
 from destination.kit.action import Outcome, Prepared
@@ -34,7 +34,14 @@ from destination.tiktok.normalize import (
 )
 from destination.tiktok.settings import Settings
 
-__all__ = ["Context", "CreateAudience", "Membership", "build_action"]
+__all__ = [
+    "AudienceToCreate",
+    "Context",
+    "CreateAudience",
+    "Membership",
+    "MembershipDigest",
+    "build_action",
+]
 
 
 @dataclass
@@ -121,16 +128,27 @@ def batch_body(
 _MAX_REMEMBERED_GROUPS = 10_000  # per action: TikTok allows 400 audiences per advertiser
 
 # what ``Membership.place`` reads of the payload (the rest stays in ``digest``): the
-# fields that name the advertiser and the audience, as a tuple (None for one left out)
+# fields that name the advertiser and the audience
 _PLACE_FIELDS = ("advertiser_id", "audience_id", "external_audience_id", "audience_key")
-# hashed identifiers by id type, why any were dropped, and the fields above (a tuple of
-# three where it was made, a list once it came through a worker's JSON)
-MembershipDigest = Sequence[Any]
 
 
-def _where(payload: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The payload's ``_PLACE_FIELDS``, in that order."""
-    return tuple(map(payload.get, _PLACE_FIELDS))
+class MembershipDigest(TypedDict):
+    """What ``Membership.digest`` hands to ``place``: JSON, as it may come from a worker.
+
+    ``ids`` are the user's hashed identifiers by id type, ``dropped`` says why any present
+    identifier was left out, and ``where`` holds the payload's ``_PLACE_FIELDS`` in that
+    order (null for one left out)."""
+
+    ids: dict[str, str]
+    dropped: list[str]
+    where: list[Any]
+
+
+class AudienceToCreate(TypedDict, total=False):
+    """What ``CreateAudience.digest`` hands to ``place``: the payload's two fields."""
+
+    advertiser_id: Any
+    audience_name: Any
 
 
 class _CatalogueAction:
@@ -201,19 +219,15 @@ class Membership(_CatalogueAction):
             ) from exc
 
     def prepare(self, payload: Mapping[str, Any]) -> Prepared:
-        ids, dropped = user_identifiers(payload, self._context.settings)
-        return self._placed(ids, dropped, _where(payload))
+        return self.place(self.digest(payload))
 
     def digest(self, payload: Mapping[str, Any]) -> MembershipDigest:
         """The hashed identifiers (the costly, pure part) and the fields ``place`` needs."""
         ids, dropped = user_identifiers(payload, self._context.settings)
-        return ids, dropped, _where(payload)
+        return {"ids": ids, "dropped": dropped, "where": list(map(payload.get, _PLACE_FIELDS))}
 
     def place(self, digest: MembershipDigest) -> Prepared:
-        ids, dropped, where = digest
-        return self._placed(ids, dropped, tuple(where))  # a list, from a worker's JSON
-
-    def _placed(self, ids: dict[str, str], dropped: list[str], where: tuple[Any, ...]) -> Prepared:
+        ids, dropped = digest["ids"], digest["dropped"]
         if not ids:
             why = (
                 "; ".join(dropped) if dropped else "the event has no email, phone or advertising id"
@@ -221,6 +235,7 @@ class Membership(_CatalogueAction):
             raise PayloadError(f"no usable identifier: {why}", reason="no_identifier")
         if dropped:
             self._context.dropped.update(dropped)
+        where = tuple(digest["where"])  # a key of ``_groups``
         groups = self._groups.get(where)
         if groups is None:
             groups = self._resolve_groups(where)
@@ -267,10 +282,15 @@ class CreateAudience(_CatalogueAction):
     def prepare(self, payload: Mapping[str, Any]) -> Prepared:
         return self.place(self.digest(payload))
 
-    def digest(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: payload[k] for k in ("advertiser_id", "audience_name") if k in payload}
+    def digest(self, payload: Mapping[str, Any]) -> AudienceToCreate:
+        digest: AudienceToCreate = {}
+        if "advertiser_id" in payload:
+            digest["advertiser_id"] = payload["advertiser_id"]
+        if "audience_name" in payload:
+            digest["audience_name"] = payload["audience_name"]
+        return digest
 
-    def place(self, digest: Mapping[str, Any]) -> Prepared:
+    def place(self, digest: AudienceToCreate) -> Prepared:
         advertiser_id = resolve_advertiser(digest, self._context.settings)
         return Prepared(group=advertiser_id, item=str(digest["audience_name"]))
 
