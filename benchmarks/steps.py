@@ -5,11 +5,12 @@
 Reads the first N lines (default 20,000) of the benchmark's events file (generated if
 missing), binds the mapping file's subscriptions for a dry run, and times the steps one
 at a time on the same lines: parse, match, map (leaving out empty values), validate, hash the
-identifiers, place (audience and batch group), then the whole route as the pipeline runs
-it, the main process's part for events a worker routed (from the worker's JSON to the
-finished event: place, batch, the request bodies, the results) and a whole
-``sync --dry-run`` in this process. Each step's input is computed beforehand, so a row is
-that step alone. This is the "Where the time goes" table of ``RESULTS.md``.
+identifiers, place (count, audience and batch group), then the whole route of a line
+(``route_line``, then ``Subscription.place``), the main process's part for lines a worker
+routed (from the worker's JSON to the finished event: place, batch, the request bodies,
+the results) and a whole ``sync --dry-run`` in this process. Each step's input is
+computed beforehand, so a row is that step alone. This is the "Where the time goes"
+table of ``RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from benchmarks.generate import cached_events
 from destination.backends import DryRunBackend
 from destination.runner.outputs import OutputFile
 from destination.runner.pipeline import Pipeline
-from destination.runner.reader import Line
+from destination.runner.route import decode_routed, encode_routed, route_line
 from destination.runner.sync import SyncOptions, run_sync
-from destination.runner.workers import route_lines
+from destination.runner.workers import CHUNK_LINES, route_lines
 from destination.settings import Secret, resolve_settings
 from destination.tiktok.actions import Context, user_identifiers
 from destination.tiktok.api import TikTokApi
@@ -86,7 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs = [(s, e) for e, subs in zip(events, matched, strict=True) for s in subs]
         payloads = [s.mapping.payload(e) for s, e in pairs]
         checked = [(s, p) for (s, _), p in zip(pairs, payloads, strict=True)]
-        digests = [s.action.digest(p) for s, p in checked]  # type: ignore[attr-defined]
+        numbered = list(enumerate(lines, 1))
+        steps = [
+            (subscriptions[step.subscription], step)
+            for number, line in numbered
+            for step in route_line(subscriptions, number, line).steps
+        ]
 
         rows: list[tuple[str, float]] = [
             ("parse a line (orjson)", best_of(3, lambda: [orjson.loads(x) for x in lines], count)),
@@ -111,43 +117,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                 best_of(3, lambda: [user_identifiers(p, settings) for p in payloads], count),
             ),
             (
-                "place (audience, batch group)",
-                best_of(
-                    3,
-                    lambda: [s.action.place(d) for (s, _), d in zip(checked, digests, strict=True)],  # type: ignore[attr-defined]
-                    count,
-                ),
+                "place (count, audience, batch group)",
+                best_of(3, lambda: [s.place(step) for s, step in steps], count),
             ),
             (
-                "the whole route (match, then route)",
+                "the whole route of a line (parse, match, ..., digest, then place)",
                 best_of(
                     3,
                     lambda: [
-                        s.route(e) for e, subs in zip(events, matched, strict=True) for s in subs
+                        subscriptions[step.subscription].place(step)
+                        for number, line in numbered
+                        for step in route_line(subscriptions, number, line).steps
                     ],
                     count,
                 ),
             ),
         ]
 
-        routed = orjson.dumps(route_lines(subscriptions, list(enumerate(lines, 1))))
+        # the worker's documents, a chunk each, as the main process takes them in
+        chunks = [numbered[i : i + CHUNK_LINES] for i in range(0, count, CHUNK_LINES)]
+        documents = [(encode_routed(route_lines(subscriptions, c)), c) for c in chunks]
 
         def main_part() -> None:
-            answers = orjson.loads(routed)  # as the main process takes a chunk's results
             pipeline = Pipeline(
                 subscriptions,
-                batch_size=BENCH_SETTINGS["batch_size"],
+                batch_size=settings.batch_size,
                 rejected=OutputFile(None, what="rejected file"),
                 retry=OutputFile(None, what="retry file"),
                 concurrency=4,
             )
-            pipeline.run_routed(
-                (
-                    Line(number, None, data=line.rstrip(b"\n")),
-                    [(subscriptions[i], mask, digest, err) for i, mask, digest, err in answer],
-                )
-                for number, (line, answer) in enumerate(zip(lines, answers, strict=True), 1)
-            )
+            pipeline.run(line for d, c in documents for line in decode_routed(d, c))
 
         rows.append(
             ("main process's part for events a worker routed", best_of(3, main_part, count))
