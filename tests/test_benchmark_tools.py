@@ -11,8 +11,8 @@ WORKER = (
 )
 RAW = "\n".join(
     [
-        f"{MAIN};<module> (destination/__main__.py:3);run_routed (pipeline.py:160) 7",
-        f"{MAIN};<module> (destination/__main__.py:3);run_routed (pipeline.py:163) 5",
+        f"{MAIN};<module> (destination/__main__.py:3);run (pipeline.py:160) 7",
+        f"{MAIN};<module> (destination/__main__.py:3);run (pipeline.py:163) 5",
         f"{MAIN};<module> (destination/__main__.py:3);_take (pipeline.py:190) 2",
         f"{MAIN};{WORKER};spawn_main (spawn.py:122);route_lines (workers.py:99) 9",
         f"{MAIN};{WORKER};spawn_main (spawn.py:122);route_lines (workers.py:99);"
@@ -27,8 +27,8 @@ def test_samples_go_to_the_innermost_process_and_merge_per_function() -> None:
     main, worker = summarize(RAW)  # the busiest first
     assert (worker.pid, worker.role, worker.samples) == (101, "worker", 12)
     assert (main.pid, main.role, main.samples) == (100, "main", 14)
-    # the two lines of run_routed are one function
-    assert main.own["run_routed (pipeline.py)"] == 12
+    # the two lines of run are one function
+    assert main.own["run (pipeline.py)"] == 12
     assert main.own["_take (pipeline.py)"] == 2
     assert main.inclusive["<module> (destination/__main__.py)"] == 14
     # the worker's frames only: none of its parent's, and the ';' in its command is not a frame
@@ -40,5 +40,5 @@ def test_samples_go_to_the_innermost_process_and_merge_per_function() -> None:
 def test_the_report_shows_shares_and_leaves_out_frames_on_every_stack() -> None:
     text = report(summarize(RAW), top=5)
     assert "-- main (pid 100): 14 samples" in text
-    assert "85.7%  run_routed (pipeline.py)" in text  # 12 of 14 on the stack
+    assert "85.7%  run (pipeline.py)" in text  # 12 of 14 on the stack
     assert "<module> (destination/__main__.py)" not in text.split("inclusive")[1]
