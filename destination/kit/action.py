@@ -34,6 +34,7 @@ from destination.kit.subscriptions import Condition, parse_subscription
 
 __all__ = [
     "Action",
+    "ActionSpec",
     "Outcome",
     "Prepared",
     "Rejection",
@@ -80,8 +81,8 @@ class Outcome:
 _DELIVERED = Outcome(ok=True)
 
 
-class Action(Protocol):
-    """What the framework needs of an action."""
+class ActionSpec(Protocol):
+    """What is known of an action before a run: its key, title and fields."""
 
     @property
     def key(self) -> str: ...
@@ -91,6 +92,10 @@ class Action(Protocol):
 
     @property
     def fields(self) -> Sequence[Field]: ...
+
+
+class Action(ActionSpec, Protocol):
+    """What the framework needs of an action in a run."""
 
     def prepare(self, payload: Mapping[str, Any]) -> Prepared: ...
 

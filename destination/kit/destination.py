@@ -15,24 +15,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from destination.backends import Backend
-from destination.kit.action import Subscription
-from destination.kit.fields import Field
+from destination.kit.action import ActionSpec, Subscription
 from destination.kit.settings import Setting
 
 __all__ = ["ActionSpec", "Destination", "MappingFile", "Session", "WorkerRecipe"]
-
-
-class ActionSpec(Protocol):
-    """What is known of an action before a run: its key, title and fields."""
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def title(self) -> str: ...
-
-    @property
-    def fields(self) -> Sequence[Field]: ...
 
 
 @dataclass(frozen=True)
