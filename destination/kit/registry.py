@@ -3,7 +3,7 @@
 A package makes a destination known by declaring an entry point in the group
 ``tiktok_audiences.destinations`` whose object is a ``Destination`` (in
 ``pyproject.toml``: ``[project.entry-points."tiktok_audiences.destinations"]``,
-``webhook = "destination.webhook:WEBHOOK"``). The runner, the kit and the CLI name no
+``mine = "my_package.destination:DESTINATION"``). The runner, the kit and the CLI name no
 destination: a mapping file's ``"destination"`` picks one from here, so a new destination
 is a new package and one line of packaging, nothing else.
 """
