@@ -49,7 +49,7 @@ class SyncOptions:
 
 
 @dataclass(frozen=True)
-class Opened:
+class OpenedMapping:
     """A mapping file, the destination it names, and the run's settings declarations."""
 
     mapping: MappingFile
@@ -57,7 +57,7 @@ class Opened:
     declared: tuple[Setting, ...]
 
 
-def open_mapping(path: Path) -> Opened:
+def open_mapping(path: Path) -> OpenedMapping:
     """A mapping file, checked against the schema of the destination it names, with the
     settings the runner and that destination declare."""
     found: list[tuple[Destination, tuple[Setting, ...]]] = []
@@ -68,7 +68,7 @@ def open_mapping(path: Path) -> Opened:
         return destination.document_schema(found[-1][1])
 
     mapping = read_mapping_file(path, schema_of)
-    return Opened(mapping, *found[-1])
+    return OpenedMapping(mapping, *found[-1])
 
 
 def run_sync(
