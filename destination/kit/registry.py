@@ -43,6 +43,8 @@ def destination_named(name: str, *, source: str) -> Destination:
     """The destination a mapping file (``source``) names; a ``MappingError`` if none is."""
     known = registered()
     if name not in known:
-        listed = ", ".join(sorted(known)) or "none is installed"
+        listed = ", ".join(sorted(known)) or (
+            "none is installed (from a checkout: pip install -e . registers them)"
+        )
         raise MappingError(source, "/destination", f"the name of a destination: {listed}")
     return known[name]
