@@ -164,6 +164,19 @@ class RetryPolicy:
         return min(self.max_wait, backoff + random.uniform(0, self.initial_wait))
 
 
+def gave_up(exc: RetryError, *, then: str = "") -> ApiUnavailableError:
+    """The error of a request whose retries ran out: its last failure, how many attempts
+    were made, and ``then`` (what the user does next)."""
+    last = exc.last_attempt.exception()
+    assert isinstance(last, RetryableError)
+    return ApiUnavailableError(
+        f"{last.message} (gave up after {exc.last_attempt.attempt_number} attempts){then}",
+        code=last.code,
+        http_status=last.http_status,
+        request_id=last.request_id,
+    )
+
+
 class TokenProvider(Protocol):
     """Where the ``Access-Token`` comes from, and how to get a new one if it expired."""
 
@@ -414,14 +427,7 @@ class TikTokApi:
                     self.refusals.accepted()
                     return envelope
         except RetryError as exc:
-            last = exc.last_attempt.exception()
-            assert isinstance(last, RetryableError)
-            raise ApiUnavailableError(
-                f"{last.message} (gave up after {exc.last_attempt.attempt_number} attempts)",
-                code=last.code,
-                http_status=last.http_status,
-                request_id=last.request_id,
-            ) from last
+            raise gave_up(exc) from exc.last_attempt.exception()
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     # --- the token ------------------------------------------------------------------------

@@ -54,13 +54,12 @@ from tenacity import (
 
 from destination.backends import ApiRequest, ApiResponse, Backend
 from destination.errors import (
-    ApiUnavailableError,
     AuthenticationError,
     PermanentError,
     RetryableError,
 )
 from destination.kit.settings import Secret
-from destination.tiktok.api import RetryPolicy, classify
+from destination.tiktok.api import RetryPolicy, classify, gave_up
 
 __all__ = [
     "DEFAULT_AUTH_URL",
@@ -367,15 +366,9 @@ class TikTokOAuth:
                     except AuthlibBaseError as exc:
                         raise PermanentError(f"OAuth request failed: {exc.error}") from exc
         except RetryError as exc:
-            last = exc.last_attempt.exception()
-            assert isinstance(last, RetryableError)
-            raise ApiUnavailableError(
-                f"{last.message}; TikTok could not be reached or is busy (gave up after "
-                f"{exc.last_attempt.attempt_number} attempts): try again later",
-                code=last.code,
-                http_status=last.http_status,
-                request_id=last.request_id,
-            ) from last
+            raise gave_up(
+                exc, then=": TikTok could not be reached or is busy; try again later"
+            ) from exc.last_attempt.exception()
         raise AssertionError("unreachable: tenacity either returns or raises")
 
 
