@@ -1,47 +1,62 @@
 r"""Segment-style subscription conditions: parsed once, then matched against every event.
 
 Each mapping names the events it applies to with a condition in Segment's subscription
-syntax, for example::
+syntax (the FQL subset Segment's destination subscriptions understand), for example::
 
     type = "track" and event = "Audience Entered"
-    type = "identify" or event = "Signed Up"
-    (type = "track" and properties.plan = "pro") or all
+    type = "identify" or properties.total >= 100
+    (type = "track" and contains(properties.coupon, "SALE")) or all
+    !match(userId, "test-*")
 
 Grammar (keywords are lowercase and case-sensitive; whitespace is free between tokens,
 but a field is written without spaces around its dots)::
 
     expr       := and_expr ("or" and_expr)*
     and_expr   := unary ("and" unary)*
-    unary      := "not" unary | primary
-    primary    := "(" expr ")" | "all" | comparison
-    comparison := field ("=" | "!=") value
-    field      := name ("." name)*            name := [A-Za-z_$][A-Za-z0-9_$-]*
+    unary      := "not" unary | "!" function | primary
+    primary    := "(" expr ")" | "all" | function | comparison
+    function   := ("contains" | "match") "(" field "," string ")"
+    comparison := field ("=" | "!=") value | field ("<" | "<=" | ">" | ">=") number
+    field      := name ("." name)*
+    name       := (start | escape) (rest | escape)*      escape := "\" any character
+    start      := [A-Za-z_$]                             rest := [A-Za-z0-9_$-]
     value      := string | number | "true" | "false" | "null"
     string     := '"' (any character but '"' or '\', or one of \" \\ \n \t)* '"'
     number     := "-"? digits ("." digits)?
 
 ``and`` binds tighter than ``or``; parentheses nest at most 100 deep (counting ``not``).
+A backslash in a field takes the next character as part of the key (Segment writes
+``properties.product\ 1.price`` for the key ``product 1``); a name followed by ``(`` is a
+function call, anywhere else ``contains`` and ``match`` are ordinary fields.
 
-Meaning:
+Meaning (Segment's ``validate`` rules, one rule for every field):
 
 - a field is looked up by walking nested mappings from the event root; a missing key, or
   a path that runs through anything but a mapping, leaves the field absent;
-- ``field = value`` holds when the field is present and equal to the value: a string
-  equals the same string, a number equals any number of the same value (``3`` matches
-  ``3`` and ``3.0``, never ``"3"`` nor ``true``), ``true``/``false`` equal only the
-  booleans, and ``= null`` holds for a present null *or* an absent field;
-- ``field != value`` is exactly ``not (field = value)``;
+- ``= "text"`` holds for that exact string; ``!= "text"`` for anything else, absent too;
+- ``= 3`` holds for a number of that value (``3`` and ``3.0``, never ``"3"`` nor
+  ``true``); ``!= 3`` only for a number of another value (a string, a boolean, null or an
+  absent field gives false); ``<``, ``<=``, ``>``, ``>=`` hold only for numbers;
+- ``= true``/``= false`` hold only for that boolean, ``!=`` is their negation;
+- ``= null`` holds for a present null *or* an absent field, ``!= null`` for any other value;
+- ``contains(field, "text")`` holds when the field is a string holding the text;
+  ``match(field, "pattern")`` when the field is a string matching the pattern, where
+  ``*`` stands for any run of characters and every other character is itself;
+  ``!contains`` and ``!match`` hold when the field is a string that does *not* (so an
+  absent field gives false, unlike ``not contains(...)``);
 - ``all`` matches every event.
 
 ``parse_subscription`` turns the text into an immutable ``Condition`` tree, or raises
 ``MappingError`` naming the column of the first problem. The tree is compiled for the hot
-path: paths are pre-split, each comparison carries an equality test specialised for its
-value, and nested ``and``/``or`` are flattened. ``str(condition)`` is the canonical text,
-which parses back to an equal condition.
+path: paths are pre-split, each test is specialised for its operator and value, and
+nested ``and``/``or`` are flattened. ``str(condition)`` is the canonical text, which parses
+back to an equal condition.
 """
 
 from __future__ import annotations
 
+import operator
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,7 +70,7 @@ __all__ = ["Condition", "parse_subscription"]
 
 _Value: TypeAlias = str | int | float | bool | None
 _Test: TypeAlias = Callable[[Mapping[str, Any]], bool]
-_Kind: TypeAlias = Literal["field", "keyword", "string", "number", "operator", "(", ")", "end"]
+_Kind: TypeAlias = Literal["field", "keyword", "string", "number", "operator", "(", ")", ",", "end"]
 
 _ABSENT = object()  # what a lookup finds when the field is not in the event
 _KEYWORD_VALUES = MappingProxyType({"true": True, "false": False, "null": None})
@@ -65,7 +80,12 @@ _MAX_NUMBER = 1e308
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_$")
 _NAME_REST = _NAME_START | _DIGITS | {"-"}
 _OPERATOR_CHARS = frozenset("=!<>~")
-_OPERATORS = ("=", "!=")
+_OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
+_ORDERINGS: Mapping[str, Callable[[Any, Any], bool]] = MappingProxyType(
+    {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+)
+_OPERATOR_LIST = ", ".join(_OPERATORS)
+_FUNCTIONS = ("contains", "match")
 _ESCAPES = MappingProxyType({'"': '"', "\\": "\\", "n": "\n", "t": "\t"})
 _MAX_NESTING = 100
 _EXCERPT_WIDTH = 120
@@ -112,6 +132,11 @@ def _lookup(event: object, path: tuple[str, ...]) -> object:
     return found
 
 
+def _is_number(found: object) -> bool:
+    """Whether a looked-up value is a JSON number (a boolean is not one, as in JavaScript)."""
+    return isinstance(found, int | float) and not isinstance(found, bool)
+
+
 def _equality_test(value: _Value) -> Callable[[object], bool]:
     """A test telling whether a looked-up value (maybe ``_ABSENT``) equals ``value``."""
     if value is None:
@@ -120,9 +145,53 @@ def _equality_test(value: _Value) -> Callable[[object], bool]:
         return lambda found: found is value
     if isinstance(value, str):
         return lambda found: isinstance(found, str) and found == value
-    return lambda found: (
-        isinstance(found, int | float) and not isinstance(found, bool) and found == value
-    )
+    return lambda found: _is_number(found) and found == value
+
+
+def _comparison_test(symbol: str, value: _Value) -> Callable[[object], bool]:
+    """The test for ``field <symbol> value``, built once per comparison.
+
+    ``!=`` is the negation of ``=`` except on a number, where Segment asks for a number
+    that differs: an absent field, a string ``"3"`` or a boolean never passes ``!= 3``.
+    """
+    if symbol in _ORDERINGS:
+        compare = _ORDERINGS[symbol]
+        return lambda found: _is_number(found) and compare(found, value)
+    equals = _equality_test(value)
+    if symbol == "=":
+        return equals
+    if _value_kind(value) == "number":
+        return lambda found: _is_number(found) and found != value
+    return lambda found: not equals(found)
+
+
+def _glob_test(pattern: str) -> Callable[[str], bool]:
+    """A test of a whole string against ``pattern``, ``*`` standing for any run of characters.
+
+    The usual Segment patterns (``"abc*"``, ``"*abc"``) become plain ``startswith`` and
+    ``endswith`` calls; only patterns with stars inside need a regular expression.
+    """
+    parts = pattern.split("*")
+    if len(parts) == 1:
+        return pattern.__eq__
+    if len(parts) == 2 and not parts[1]:
+        return lambda text: text.startswith(parts[0])
+    if len(parts) == 2 and not parts[0]:
+        return lambda text: text.endswith(parts[1])
+    regex = re.compile(".*".join(re.escape(part) for part in parts), re.DOTALL)
+    return lambda text: regex.fullmatch(text) is not None
+
+
+def _function_test(name: str, argument: str, negated: bool) -> Callable[[object], bool]:
+    """The test for ``contains``/``match`` (``negated`` for ``!``): strings only, as in Segment."""
+    if name == "contains":
+        if negated:
+            return lambda found: isinstance(found, str) and argument not in found
+        return lambda found: isinstance(found, str) and argument in found
+    test = _glob_test(argument)
+    if negated:
+        return lambda found: isinstance(found, str) and not test(found)
+    return lambda found: isinstance(found, str) and test(found)
 
 
 def _value_kind(value: _Value) -> str:
@@ -156,6 +225,24 @@ def _format_value(value: _Value) -> str:
     return text if "." in text else f"{text}.0"
 
 
+def _format_path(path: tuple[str, ...]) -> str:
+    """A field path as source text that reads back as the same keys.
+
+    A character a bare name cannot hold gets a backslash, and so does the first character
+    of a key starting with a digit or "-", or of a whole field reading as a keyword.
+    """
+    names = []
+    for key in path:
+        escaped = "".join(char if char in _NAME_REST else f"\\{char}" for char in key)
+        start = key[:1]
+        if start in _NAME_REST and (
+            start not in _NAME_START or (path == (key,) and key in _KEYWORDS)
+        ):
+            escaped = f"\\{escaped}"
+        names.append(escaped)
+    return ".".join(names)
+
+
 def _wrap(condition: Condition, precedence: int) -> str:
     """``condition`` as text, in parentheses if it binds looser than ``precedence``."""
     return f"({condition})" if condition._precedence < precedence else str(condition)
@@ -175,22 +262,43 @@ class _All(Condition):
 @dataclass(frozen=True, slots=True, repr=False)
 class _Comparison(Condition):
     path: tuple[str, ...]
+    symbol: str  # one of _OPERATORS
     value: _Value
-    negated: bool
     _kind: str = field(init=False)
-    _equals: Callable[[object], bool] = field(init=False, compare=False)
+    _test: Callable[[object], bool] = field(init=False, compare=False)
     _precedence: ClassVar[int] = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_kind", _value_kind(self.value))
-        object.__setattr__(self, "_equals", _equality_test(self.value))
+        object.__setattr__(self, "_test", _comparison_test(self.symbol, self.value))
 
     def matches(self, event: Mapping[str, Any]) -> bool:
-        return self._equals(_lookup(event, self.path)) != self.negated
+        return self._test(_lookup(event, self.path))
 
     def __str__(self) -> str:
-        operator = "!=" if self.negated else "="
-        return f"{'.'.join(self.path)} {operator} {_format_value(self.value)}"
+        return f"{_format_path(self.path)} {self.symbol} {_format_value(self.value)}"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _Function(Condition):
+    name: str  # one of _FUNCTIONS
+    path: tuple[str, ...]
+    argument: str
+    negated: bool
+    _test: Callable[[object], bool] = field(init=False, compare=False)
+    _precedence: ClassVar[int] = 4
+
+    def __post_init__(self) -> None:
+        test = _function_test(self.name, self.argument, self.negated)
+        object.__setattr__(self, "_test", test)
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        return self._test(_lookup(event, self.path))
+
+    def __str__(self) -> str:
+        bang = "!" if self.negated else ""
+        path, argument = _format_path(self.path), _format_value(self.argument)
+        return f"{bang}{self.name}({path}, {argument})"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -270,6 +378,7 @@ class _Token(NamedTuple):
     text: str  # as written
     column: int  # 1-based
     value: _Value = None  # the decoded string or number
+    path: tuple[str, ...] = ()  # a field's keys, escapes decoded
 
 
 def _skip(text: str, index: int, allowed: frozenset[str]) -> int:
@@ -324,24 +433,53 @@ def _read_number(text: str, start: int) -> tuple[_Token, int]:
     return _Token("number", literal, start + 1, value), index
 
 
+def _read_name(text: str, index: int) -> tuple[str, int]:
+    """One key of a field path (maybe empty) and the index after it; ``\\x`` stands for x."""
+    chars: list[str] = []
+    allowed = _NAME_START
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            escaped = text[index + 1 : index + 2]
+            if not escaped:
+                raise _SyntaxProblem("expected a character after '\\' in a field", index + 2)
+            chars.append(escaped)
+            index += 2
+        elif char in allowed:
+            chars.append(char)
+            index += 1
+        else:
+            break
+        allowed = _NAME_REST
+    return "".join(chars), index
+
+
 def _read_word(text: str, start: int) -> tuple[_Token, int]:
-    index = _skip(text, start + 1, _NAME_REST)
+    key, index = _read_name(text, start)
+    path = [key]
     while text[index : index + 1] == ".":
-        if text[index + 1 : index + 2] not in _NAME_START:
+        key, end = _read_name(text, index + 1)
+        if not key:
             raise _SyntaxProblem(
                 f"expected a name after '.' in field '{text[start : index + 1]}'", index + 2
             )
-        index = _skip(text, index + 2, _NAME_REST)
+        path.append(key)
+        index = end
     word = text[start:index]
-    return _Token("keyword" if word in _KEYWORDS else "field", word, start + 1), index
+    kind: _Kind = "keyword" if word in _KEYWORDS else "field"
+    return _Token(kind, word, start + 1, path=tuple(path)), index
 
 
 def _read_operator(text: str, start: int) -> tuple[_Token, int]:
     index = _skip(text, start, _OPERATOR_CHARS)
     operator = text[start:index]
-    if operator not in _OPERATORS:
-        raise _SyntaxProblem(f"unknown operator '{operator}' (use '=' or '!=')", start + 1)
+    if operator not in _OPERATORS and operator != "!":  # "!" before contains/match
+        raise _SyntaxProblem(_unknown_operator(operator), start + 1)
     return _Token("operator", operator, start + 1), index
+
+
+def _unknown_operator(operator: str) -> str:
+    return f"unknown operator '{operator}' (use {_OPERATOR_LIST})"
 
 
 def _bad_character(char: str, column: int) -> _SyntaxProblem:
@@ -361,11 +499,13 @@ def _tokenize(text: str) -> list[_Token]:
             token, index = _Token("(", char, index + 1), index + 1
         elif char == ")":
             token, index = _Token(")", char, index + 1), index + 1
+        elif char == ",":
+            token, index = _Token(",", char, index + 1), index + 1
         elif char == '"':
             token, index = _read_string(text, index)
         elif char == "-" or char in _DIGITS:
             token, index = _read_number(text, index)
-        elif char in _NAME_START:
+        elif char in _NAME_START or char == "\\":
             token, index = _read_word(text, index)
         elif char in _OPERATOR_CHARS:
             token, index = _read_operator(text, index)
@@ -412,6 +552,11 @@ class _Parser:
     def _peek(self) -> _Token:
         return self._tokens[self._index]
 
+    def _calls(self) -> bool:
+        """Whether the next tokens are a name and "(": a function call, not a field."""
+        token = self._tokens[self._index]
+        return token.kind == "field" and self._tokens[self._index + 1].kind == "("
+
     def _advance(self) -> _Token:
         token = self._tokens[self._index]
         if token.kind != "end":
@@ -444,6 +589,16 @@ class _Parser:
             )
         if self._accept("not"):
             return _Not(self._unary("not", depth + 1))
+        bang = self._peek()
+        if bang.kind == "operator" and bang.text == "!":
+            self._index += 1
+            if not self._calls():
+                raise _SyntaxProblem(
+                    "'!' only negates contains(...) and match(...); use 'not' to negate"
+                    " a condition",
+                    bang.column,
+                )
+            return self._function(negated=True)
         return self._primary(after, depth)
 
     def _primary(self, after: str, depth: int) -> Condition:
@@ -461,7 +616,8 @@ class _Parser:
         if token.kind == "keyword" and token.text == "all":
             return _All()
         if token.kind == "field":
-            return self._comparison(token)
+            self._index -= 1
+            return self._function(negated=False) if self._calls() else self._comparison()
         where = f" after '{after}'" if after else ""
         raise _SyntaxProblem(
             f"expected a condition{where} (a field comparison, 'all', 'not' or '('),"
@@ -469,17 +625,64 @@ class _Parser:
             token.column,
         )
 
-    def _comparison(self, field_token: _Token) -> Condition:
+    def _function(self, *, negated: bool) -> Condition:
+        """``name(field, "text")``, the name token next (the caller saw the "(")."""
+        name = self._advance()
+        if name.text not in _FUNCTIONS:
+            raise _SyntaxProblem(
+                f"unknown function '{name.text}' (subscriptions offer"
+                ' contains(field, "text") and match(field, "pattern"))',
+                name.column,
+            )
+        self._advance()  # "("
+        call = f"{name.text}("
+        field_token = self._advance()
+        if field_token.kind != "field":
+            raise _SyntaxProblem(
+                f"expected a field as the first argument of {call}, found {_describe(field_token)}",
+                field_token.column,
+            )
+        comma = self._advance()
+        if comma.kind != ",":
+            raise _SyntaxProblem(
+                f"expected ',' after the field in {call}, found {_describe(comma)}", comma.column
+            )
+        argument = self._advance()
+        if argument.kind != "string" or not isinstance(argument.value, str):
+            raise _SyntaxProblem(
+                f"expected a double-quoted string as the second argument of {call},"
+                f" found {_describe(argument)}",
+                argument.column,
+            )
+        close = self._advance()
+        if close.kind != ")":
+            raise _SyntaxProblem(
+                f"expected ')' to close {call} at column {name.column}, found {_describe(close)}",
+                close.column,
+            )
+        return _Function(name.text, field_token.path, argument.value, negated)
+
+    def _comparison(self) -> Condition:
+        field_token = self._advance()
         operator = self._advance()
         if operator.kind != "operator":
             raise _SyntaxProblem(
-                f"expected '=' or '!=' after field '{field_token.text}',"
+                f"expected an operator ({_OPERATOR_LIST}) after field '{field_token.text}',"
                 f" found {_describe(operator)}",
                 operator.column,
             )
+        if operator.text not in _OPERATORS:
+            raise _SyntaxProblem(_unknown_operator(operator.text), operator.column)
         token = self._advance()
         value: _Value
-        if token.kind in ("string", "number"):
+        if operator.text in _ORDERINGS:
+            if token.kind != "number":
+                raise _SyntaxProblem(
+                    f"expected a number after '{operator.text}', found {_describe(token)}",
+                    token.column,
+                )
+            value = token.value
+        elif token.kind in ("string", "number"):
             value = token.value
         elif token.kind == "keyword" and token.text in _KEYWORD_VALUES:
             value = _KEYWORD_VALUES[token.text]
@@ -494,8 +697,7 @@ class _Parser:
                 f" after '{operator.text}', found {_describe(token)}{hint}",
                 token.column,
             )
-        path = tuple(field_token.text.split("."))
-        return _Comparison(path, value, negated=operator.text == "!=")
+        return _Comparison(field_token.path, operator.text, value)
 
 
 def _excerpt(text: str, column: int) -> str:
