@@ -120,7 +120,7 @@ def test_a_disabled_subscription_is_still_checked(tmp_path: Path) -> None:
                         "action": "removeFromAudience",
                         "subscribe": "all",
                         "enabled": False,
-                        "mapping": {"email": {"@path": "nowhere"}},
+                        "mapping": {"email": {"@path": "$.no..where"}},
                     },
                 ],
             }

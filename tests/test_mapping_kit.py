@@ -61,7 +61,7 @@ def test_fixtures_are_present() -> None:
 def test_pointer_prefix_locates_the_mapping_in_its_file() -> None:
     with pytest.raises(MappingError) as caught:
         compile_mapping(
-            {"email": {"@path": "context.traits.email"}},
+            {"email": {"@path": "$.context..email"}},
             source="mappings/x.json",
             pointer="/subscriptions/0/mapping",
         )

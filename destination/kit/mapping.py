@@ -1,27 +1,41 @@
 """The mapping kit: compile a JSON mapping once, apply it to many events cheaply.
 
-A mapping is a JSON object binding each action field to data in a Segment-spec event.
+A mapping is a JSON object binding each action field to data in a Segment-spec event,
+with Segment's actions mapping-kit semantics (differences are listed in the README).
 ``compile_mapping`` turns it into closures; ``CompiledMapping.apply(event)`` runs them.
 A mapping value is resolved recursively:
 
 - a JSON literal (string, number, boolean, null) is itself;
 - an array resolves each item; a plain object resolves each value and keeps its keys;
-- an object with exactly one key starting with ``@`` is a directive:
+- an object with exactly one key starting with ``@`` (and optionally ``_metadata``,
+  ignored) is a directive:
 
-  ``@path``        ``"$.context.traits.email"``: JSONPath subset (``$``, ``.name``,
-                   ``['name']``, ``[0]``); anything missing is null
-  ``@template``    ``"{{properties.name}} <{{traits.email}}>"``: dotted paths from the
-                   event root; null is "", non-strings are compact JSON
-  ``@literal``     any JSON, returned as is (not resolved)
-  ``@if``          ``{"exists" | "blank": X, "then": A, "else": B}``
+  ``@path``        ``"$.context.traits.email"``, ``"context.traits.email"``, ``""`` (the
+                   root): names joined by dots (spaces allowed), ``['name']``, ``[0]``
+  ``@template``    ``"{{properties.name}} <{{{traits.email}}}>"``: paths from the root;
+                   null is "", objects and arrays are compact JSON
+  ``@literal``     any value, resolved (directives inside it are applied)
+  ``@if``          ``{"exists" | "blank": X, "then": A, "else": B}``; ``blank`` takes
+                   ``then`` when X is not blank (JavaScript's ``X != ''``)
   ``@case``        ``{"operator": "lower" | "upper", "value": X}``
-  ``@replace``     ``{"pattern", "replacement", "value", "ignorecase", "global"}``: plain
-                   substring replacement
+  ``@replace``     ``{"pattern", "replacement", "pattern2", "replacement2", "value",
+                   "ignorecase", "global"}``: plain substring replacement
   ``@arrayPath``   ``[source, shape]``: each item of the source list reshaped, with the
                    item as the root of ``shape``
   ``@merge``       ``{"objects": [...], "direction": "right" | "left"}``: shallow merge
+  ``@json``        ``{"mode": "encode" | "decode", "value": X}``
+  ``@flatten``     ``{"value": X, "separator": ".", "omitArrays": false}``
+  ``@transform``   ``{"apply": mapping, "mapping": mapping}``: the second applied to
+                   the result of the first
+  ``@excludeWhenNull`` ``X``: left out when X is null, else X without its null keys
+  ``@liquid``      a Liquid template (``destination.kit.liquid``)
 
-- ``"@excludeWhenNull": true`` inside a plain object drops its keys that resolve to null.
+- ``"@excludeWhenNull": true`` beside other keys of a plain object drops its keys that
+  resolve to null (this project's flag form).
+
+A path or a template may be a directive itself; it is then resolved, parsed and applied
+on each event (parsed once per distinct text). Anything a path does not find is missing,
+Segment's ``undefined``: an object leaves the key out, an array holds null.
 
 A mapping nests at most ``MAX_DEPTH`` levels (its JSON pointers have at most that many
 steps from the file's root), checked without recursion before anything else: compiling
@@ -38,6 +52,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,20 +66,39 @@ __all__ = ["MAX_DEPTH", "CompiledMapping", "check_depth", "compile_mapping"]
 Resolver: TypeAlias = Callable[[Any], Any]
 """A compiled mapping value: takes the root (the event, or an ``@arrayPath`` item)."""
 
-Steps: TypeAlias = tuple[tuple[str | None, int | None], ...]
-"""A compiled path: per step, the object key and/or the list index it may follow."""
+Steps: TypeAlias = tuple[tuple[str, int | None], ...]
+"""A compiled path: per step, the object key and the list index (if a number) it follows."""
 
+
+class _Missing:
+    """Segment's ``undefined``: what a path that finds nothing gives. Falsy, so that a
+    chain of ``(value or {}).get(key, _MISSING)`` walks through it."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Final = _Missing()
 _EXCLUDE_WHEN_NULL: Final = "@excludeWhenNull"
+_METADATA: Final = "_metadata"  # Segment's editor notes beside a directive; ignored
 
 # Tuples, not unions: isinstance is faster with them, and dict is tried before the ABC.
 _OBJECT: Final = (dict, Mapping)
 _CONTAINER: Final = (dict, list, Mapping)
 _SCALAR: Final = (str, int, float)
-_IMMUTABLE: Final = frozenset({str, int, float, bool})  # exact types: returned as they are
+_IMMUTABLE: Final = frozenset({str, int, float, bool, _Missing})  # returned as they are
 _EMPTY: Final[Mapping[str, Any]] = {}  # never written to
-_JSONPATH_STEP: Final = re.compile(r"""\.([^.\[\]'"\s]+)|\[(\d+)\]|\[(['"])(.*?)\3\]""")
-_TEMPLATE_SEGMENT: Final = re.compile(r"[^.{}\s]+")
+_PATH_STEP: Final = re.compile(r"""\.([^.\[\]'"*]+)|\[(\d+)\]|\[(['"])(.*?)\3\]""")
+_PLACEHOLDER: Final = re.compile(r"\{\{\{([^{}]*)\}\}\}|\{\{([^{}]*)\}\}")
 _MAX_INDEX_DIGITS: Final = 18  # no list is longer; int() refuses past 4,300 digits
+MAX_PATTERN_LENGTH: Final = 10
+"""Segment's limit on ``@replace`` patterns and replacements, in characters."""
+_RUNTIME_CACHE: Final = 1024  # distinct paths or templates computed by directives, kept parsed
 MAX_DEPTH: Final = 64
 """Most steps in a JSON pointer of a mapping file (of a mapping, from the root its pointer
 names). Real mappings use a handful; the limit keeps every recursive step (compiling,
@@ -99,7 +133,8 @@ class CompiledMapping:
         self._resolve = _object_resolver(fields, exclude_when_null)
 
     def apply(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """The mapped fields of ``event`` (left untouched), as new objects."""
+        """The mapped fields of ``event`` (left untouched), as new objects; a field
+        whose value is missing is left out."""
         return self._resolve(event)
 
     def payload(self, event: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,7 +143,11 @@ class CompiledMapping:
         out: dict[str, Any] = {}
         for key, field in self._fields:
             value = field(event)
-            if value is not None and (not isinstance(value, str) or value.strip()):
+            if (
+                value is not None
+                and value is not _MISSING
+                and (not isinstance(value, str) or value.strip())
+            ):
                 out[key] = value
         return out
 
@@ -123,11 +162,12 @@ def compile_mapping(
     if not isinstance(node, Mapping):
         raise site.error(f"a mapping: an object of action fields, got {_got(node)}")
     directive = _directive_of(node, site)
-    if directive is not None:
+    if directive is not None and directive != _EXCLUDE_WHEN_NULL:
         raise site.error(
             f"an object of action fields, got the directive {directive!r} as the whole "
             "mapping (use it as the value of a field)"
         )
+    # a mapping of the flag alone is a plain object with no fields
     return CompiledMapping(*_compile_fields(node, site))
 
 
@@ -180,28 +220,39 @@ def _compile(node: Any, site: _Site) -> Resolver:
 
 
 def _directive_of(node: Mapping[Any, Any], site: _Site) -> str | None:
-    """The directive ``node`` is, or None for a plain object; MappingError if neither."""
+    """The directive ``node`` is, or None for a plain object; MappingError if neither.
+
+    As in Segment, a directive object has one ``@`` key and may have ``_metadata``
+    beside it. An ``@excludeWhenNull`` key beside other plain keys is the flag form.
+    """
     directives: list[str] = []
     for key in node:
         if not isinstance(key, str):
             raise site.error(f"an object with string keys, got the key {key!r}")
-        if key.startswith("@") and key != _EXCLUDE_WHEN_NULL:
+        if key.startswith("@"):
             directives.append(key)
     if not directives:
         return None
     for key in directives:
         if key not in _DIRECTIVES:
             raise site.error(
-                f"a known directive ({', '.join(_DIRECTIVES)} or the {_EXCLUDE_WHEN_NULL} "
-                f"flag), got the unknown directive {key!r}"
+                f"a known directive ({', '.join(_DIRECTIVES)}), got the unknown directive {key!r}"
             )
-    if len(node) > 1:
-        extra = ", ".join(repr(key) for key in node if key != directives[0])
+    plain = [key for key in node if not key.startswith("@") and key != _METADATA]
+    if directives == [_EXCLUDE_WHEN_NULL] and plain:
+        return None
+    directive = next((key for key in directives if key != _EXCLUDE_WHEN_NULL), directives[0])
+    extra = [repr(key) for key in node if key not in (directive, _METADATA)]
+    if extra:
         raise site.error(
-            f"a directive object with exactly one key, got {directives[0]!r} "
-            f"with the extra keys {extra}"
+            f"a directive object with exactly one key (and optionally {_METADATA!r}), "
+            f"got {directive!r} with the extra keys {', '.join(extra)}"
         )
-    return directives[0]
+    return directive
+
+
+def _is_directive(node: Any, site: _Site) -> bool:
+    return isinstance(node, Mapping) and _directive_of(node, site) is not None
 
 
 def _constant(value: Any) -> Resolver:
@@ -215,7 +266,7 @@ def _compile_array(node: list[Any], site: _Site) -> Resolver:
     items = tuple(_compile(value, site.child(i)) for i, value in enumerate(node))
 
     def resolve(root: Any) -> Any:
-        return [item(root) for item in items]
+        return [None if (value := item(root)) is _MISSING else value for item in items]
 
     return resolve
 
@@ -243,7 +294,7 @@ def _object_resolver(fields: Fields, exclude_when_null: bool) -> Callable[[Any],
     if not exclude_when_null:
 
         def resolve_all(root: Any) -> dict[str, Any]:
-            return {key: field(root) for key, field in fields}
+            return {key: value for key, field in fields if (value := field(root)) is not _MISSING}
 
         return resolve_all
 
@@ -251,7 +302,7 @@ def _object_resolver(fields: Fields, exclude_when_null: bool) -> Callable[[Any],
         out: dict[str, Any] = {}
         for key, field in fields:
             value = field(root)
-            if value is not None:
+            if value is not None and value is not _MISSING:
                 out[key] = value
         return out
 
@@ -262,17 +313,15 @@ def _object_resolver(fields: Fields, exclude_when_null: bool) -> Callable[[Any],
 
 
 def _walk(root: Any, steps: Steps) -> Any:
-    """The value at ``steps`` under ``root``; None as soon as a step does not fit."""
+    """The value at ``steps`` under ``root``; missing as soon as a step does not fit."""
     value = root
     for key, index in steps:
         if isinstance(value, _OBJECT):
-            if key is None:
-                return None
-            value = value.get(key)
+            value = value.get(key, _MISSING)
         elif isinstance(value, list) and index is not None and index < len(value):
             value = value[index]
         else:
-            return None
+            return _MISSING
     return value
 
 
@@ -287,21 +336,82 @@ def _fresh(value: Any) -> Any:
     return value
 
 
+def _number_text(value: int | float) -> str:
+    """A number as JavaScript's ``String()`` writes it (``1.0`` is ``"1"``), as Segment
+    does in templates and ``@replace``."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return str(value) if math.isfinite(value) else json.dumps(value)
+
+
 def _render(value: Any) -> str:
     """How a value reads inside a template."""
-    if value is None:
+    if value is None or value is _MISSING:
         return ""
     if isinstance(value, str):
         return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return _number_text(value)
     return json.dumps(value, separators=(",", ":"), skipkeys=True, default=str)
 
 
 def _is_blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+    """Segment's ``blank``: undefined, null, or JavaScript's ``value == ''``: the empty
+    string, 0, false, and an array whose items all join to "" (``[]``, ``[null]``)."""
+    if value is None or value is _MISSING:
+        return True
+    if isinstance(value, str):
+        return not value
+    if isinstance(value, int | float):  # booleans included: false is 0
+        return value == 0
+    if isinstance(value, list):
+        return all(
+            item is None or item == "" or (isinstance(item, list) and _is_blank(item))
+            for item in value
+        )
+    return False
+
+
+def _not_blank(value: Any) -> bool:
+    return not _is_blank(value)
 
 
 def _exists(value: Any) -> bool:
-    return value is not None
+    return value is not None and value is not _MISSING
+
+
+def _clean_nulls(value: Any) -> Any:
+    """``@excludeWhenNull``'s result: an object without its null keys, at any depth of
+    objects (arrays are left as they are)."""
+    if not isinstance(value, _OBJECT):
+        return value
+    return {key: _clean_nulls(item) for key, item in value.items() if item is not None}
+
+
+def _flatten_into(
+    out: dict[str, Any], value: Any, prefix: str, separator: str, keep_arrays: bool
+) -> None:
+    """Segment's ``flattenObject``: leaves keyed by their keys joined with ``separator``
+    (an empty prefix adds no separator, as in Segment)."""
+    items: Any
+    if isinstance(value, _OBJECT):
+        items = value.items()
+    elif isinstance(value, list) and not keep_arrays:
+        items = ((str(index), item) for index, item in enumerate(value))
+    else:
+        if value is not _MISSING:
+            out[prefix] = _fresh(value)
+        return
+    for key, item in items:
+        _flatten_into(
+            out, item, f"{prefix}{separator}{key}" if prefix else key, separator, keep_arrays
+        )
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 # --- helpers used while compiling --------------------------------------------------
@@ -356,36 +466,112 @@ def _boolean(args: Mapping[str, Any], key: str, *, default: bool, site: _Site) -
     return flag
 
 
-def _parse_jsonpath(path: str, site: _Site) -> Steps:
-    shape = "a JSONPath: '$' then steps '.name', ['name'] or [0], e.g. '$.context.traits.email'"
-    if not path.startswith("$"):
-        raise site.error(f"{shape}; got {_got(path)}, which does not start with '$'")
-    steps: list[tuple[str | None, int | None]] = []
-    position = 1
-    while position < len(path):
-        match = _JSONPATH_STEP.match(path, position)
+def _short_string(args: Mapping[str, Any], key: str, *, minimum: int, site: _Site) -> str:
+    """A ``@replace`` pattern or replacement: a string within Segment's length limits."""
+    text = args.get(key, "")
+    if not isinstance(text, str) or not minimum <= len(text) <= MAX_PATTERN_LENGTH:
+        shape = "a non-empty string" if minimum else "a string"
+        raise site.child(key).error(
+            f"{shape} of at most {MAX_PATTERN_LENGTH} characters (Segment's limit), "
+            f"got {_got(text)}"
+        )
+    return text
+
+
+_PATH_SHAPE: Final = (
+    "a path: names joined by '.', ['name'] or [0], with or without a leading '$.', "
+    "e.g. '$.context.traits.email'"
+)
+
+
+class _PathError(ValueError):
+    """A path that does not parse; the message says where."""
+
+
+def _path_steps(path: str) -> Steps:
+    """Segment's path grammar (its ``get``): an optional ``$.``, then names joined by
+    dots (any characters but ``.[]'"*``, spaces included), ``[0]`` or ``['name']``.
+    ``""``, ``"$"`` and ``"$."`` are the root. A name made of digits also indexes a list,
+    as in JavaScript."""
+    if path in ("", "$", "$."):
+        return ()
+    if path.startswith(("$.", "$[")):
+        rest, offset = path[1:], 1
+    else:  # the first name has no leading dot
+        rest, offset = "." + path, -1
+    steps: list[tuple[str, int | None]] = []
+    position = 0
+    while position < len(rest):
+        match = _PATH_STEP.match(rest, position)
         if match is None:
-            raise site.error(f"{shape}; got {_got(path)}, invalid at character {position}")
+            raise _PathError(f"{_got(path)}, invalid at character {position + offset}")
         name, index, _quote, quoted = match.groups()
-        if index is not None:
-            if len(index) > _MAX_INDEX_DIGITS:
-                raise site.error(f"{shape}; the index at character {position} is too large")
-            steps.append((None, int(index)))
+        key = index if index is not None else name if name is not None else quoted
+        if key.isascii() and key.isdigit():
+            if len(key) > _MAX_INDEX_DIGITS:
+                raise _PathError(f"the index at character {position + offset} is too large")
+            steps.append((key, int(key)))
         else:
-            steps.append((name if name is not None else quoted, None))
+            steps.append((key, None))
         position = match.end()
         if len(steps) > MAX_DEPTH:
-            raise site.error(f"{shape}, of at most {MAX_DEPTH} steps; this one has more")
+            raise _PathError(f"at most {MAX_DEPTH} steps; this one has more")
     return tuple(steps)
+
+
+def _dynamic(inner: Resolver, parse: Callable[[str], Resolver | None]) -> Resolver:
+    """A directive whose text argument (a path, a template) is itself computed: resolved,
+    parsed (``parse`` caches) and applied on each event. Anything but a string that
+    parses gives missing (Segment throws)."""
+
+    def resolve(root: Any) -> Any:
+        text = inner(root)
+        compiled = parse(text) if isinstance(text, str) else None
+        return _MISSING if compiled is None else compiled(root)
+
+    return resolve
+
+
+def _text_or_directive(
+    arg: Any,
+    site: _Site,
+    shape: str,
+    compile_text: Callable[[str, _Site], Resolver],
+    parse: Callable[[str], Resolver | None],
+) -> Resolver:
+    """A directive argument that Segment takes as a string or a directive (validated
+    as ``validateDirectiveOrString``)."""
+    if isinstance(arg, str):
+        return compile_text(arg, site)
+    if _is_directive(arg, site):
+        return _dynamic(_compile(arg, site), parse)
+    raise site.error(f"{shape} or a directive giving one, got {_got(arg)}")
 
 
 # --- directives: argument (at ``site``) to resolver ---------------------------------
 
 
 def _compile_path(arg: Any, site: _Site) -> Resolver:
-    if not isinstance(arg, str):
-        raise site.error(f"a JSONPath string starting with '$', got {_got(arg)}")
-    steps = _parse_jsonpath(arg, site)
+    return _text_or_directive(arg, site, _PATH_SHAPE, _compile_path_text, _runtime_path)
+
+
+def _compile_path_text(path: str, site: _Site) -> Resolver:
+    try:
+        steps = _path_steps(path)
+    except _PathError as error:
+        raise site.error(f"{_PATH_SHAPE}; got {error}") from None
+    return _path_resolver(steps)
+
+
+@functools.lru_cache(maxsize=_RUNTIME_CACHE)
+def _runtime_path(path: str) -> Resolver | None:
+    try:
+        return _path_resolver(_path_steps(path))
+    except _PathError:
+        return None
+
+
+def _path_resolver(steps: Steps) -> Resolver:
     if steps and all(index is None for _, index in steps):
         return _key_path(steps)
 
@@ -398,10 +584,11 @@ def _compile_path(arg: Any, site: _Site) -> Resolver:
 def _key_path(steps: Steps) -> Resolver:
     """A path of object keys only, as one expression: ``.get`` chained, no loop.
 
-    ``(value or {}).get(key)`` is what ``_walk`` does for every falsy value (None, "", 0,
-    false, [] and {} all lead to None) and for objects; any other value has no ``get``
-    (a string, a number, a non-empty list): then ``_walk`` itself decides, on the rare
-    event that has one. The result is copied by ``_fresh`` unless immutable.
+    ``(value or {}).get(key, _MISSING)`` is what ``_walk`` does for every falsy value
+    (None, missing, "", 0, false, [] and {} all lead to missing) and for objects; any
+    other value has no ``get`` (a string, a number, a non-empty list): then ``_walk``
+    itself decides, on the rare event that has one. The result is copied by ``_fresh``
+    unless immutable.
     """
     return _key_path_maker(len(steps))(steps, *(key for key, _ in steps))
 
@@ -417,9 +604,9 @@ def _key_path_maker(length: int) -> Callable[..., Resolver]:
     keys = [f"key{i}" for i in range(length)]
     chain = "root"
     for key in keys:
-        chain = f"({chain} or _EMPTY).get({key})"
+        chain = f"({chain} or empty).get({key}, missing)"
     source = (
-        f"def make(steps, {', '.join(keys)}):\n"
+        f"def make(steps, {', '.join(keys)}, empty=_EMPTY, missing=_MISSING):\n"
         "    def resolve(root):\n"
         "        try:\n"
         f"            value = {chain}\n"
@@ -430,6 +617,7 @@ def _key_path_maker(length: int) -> Callable[..., Resolver]:
     )
     namespace: dict[str, Any] = {
         "_EMPTY": _EMPTY,
+        "_MISSING": _MISSING,
         "_IMMUTABLE": _IMMUTABLE,
         "_fresh": _fresh,
         "_walk": _walk,
@@ -439,37 +627,57 @@ def _key_path_maker(length: int) -> Callable[..., Resolver]:
     return make
 
 
+_TEMPLATE_SHAPE: Final = "a template string with {{path}} or {{{path}}} placeholders"
+
+
 def _compile_template(arg: Any, site: _Site) -> Resolver:
-    shape = "a template string with {{dotted.path}} placeholders"
-    if not isinstance(arg, str):
-        raise site.error(f"{shape}, got {_got(arg)}")
+    return _text_or_directive(arg, site, _TEMPLATE_SHAPE, _compile_template_text, _runtime_template)
+
+
+def _compile_template_text(text: str, site: _Site) -> Resolver:
+    try:
+        return _template_resolver(text)
+    except _PathError as error:
+        raise site.error(f"{_TEMPLATE_SHAPE}; {error}") from None
+
+
+@functools.lru_cache(maxsize=_RUNTIME_CACHE)
+def _runtime_template(text: str) -> Resolver | None:
+    try:
+        return _template_resolver(text)
+    except _PathError:
+        return None
+
+
+def _template_resolver(text: str) -> Resolver:
+    """Segment's ``render``: ``{{path}}`` and ``{{{path}}}`` (the same: nothing is
+    escaped) replaced by the value at the path, in one pass (a value that holds braces
+    is not rendered again)."""
     literals: list[str] = []
     paths: list[Steps] = []
     position = 0
-    while (start := arg.find("{{", position)) >= 0:
-        end = arg.find("}}", start + 2)
-        if end < 0:
-            raise site.error(f"{shape}; the '{{{{' at character {start} is never closed")
-        expression = arg[start + 2 : end].strip()
-        segments = expression.split(".")
-        if expression.startswith("$") or not all(
-            _TEMPLATE_SEGMENT.fullmatch(segment) for segment in segments
-        ):
-            raise site.error(
-                f"{shape}; the placeholder at character {start} must be a dotted path from "
+    while (start := text.find("{{", position)) >= 0:
+        match = _PLACEHOLDER.match(text, start)
+        if match is None and text.find("}}", start + 2) < 0:
+            raise _PathError(f"the '{{{{' at character {start} is never closed")
+        expression = "" if match is None else (match.group(1) or match.group(2) or "").strip()
+        try:
+            if not expression or expression.startswith("$"):
+                raise _PathError(expression)
+            steps = _path_steps(expression)
+        except _PathError:
+            raise _PathError(
+                f"the placeholder at character {start} must be a dotted path from "
                 f"the event root such as 'properties.name', got {expression!r}"
-            )
-        literals.append(arg[position:start])
-        if any(s.isdecimal() and len(s) > _MAX_INDEX_DIGITS for s in segments):
-            raise site.error(f"{shape}; the index in the placeholder at {start} is too large")
-        paths.append(
-            tuple((segment, int(segment) if segment.isdecimal() else None) for segment in segments)
-        )
-        position = end + 2
+            ) from None
+        assert match is not None  # an empty expression was refused above
+        literals.append(text[position:start])
+        paths.append(steps)
+        position = match.end()
     if not paths:
-        return _constant(arg)
+        return _constant(text)
     pieces = tuple(zip(literals, paths, strict=True))
-    tail = arg[position:]
+    tail = text[position:]
 
     def resolve(root: Any) -> Any:
         out: list[str] = []
@@ -482,14 +690,9 @@ def _compile_template(arg: Any, site: _Site) -> Resolver:
     return resolve
 
 
-def _compile_literal(arg: Any, _site: _Site) -> Resolver:
-    if not isinstance(arg, Mapping | list):
-        return _constant(arg)
-
-    def resolve(_root: Any) -> Any:
-        return _fresh(arg)
-
-    return resolve
+def _compile_literal(arg: Any, site: _Site) -> Resolver:
+    """Segment resolves a literal like any value: directives inside it apply."""
+    return _compile(arg, site)
 
 
 def _compile_if(arg: Any, site: _Site) -> Resolver:
@@ -501,10 +704,11 @@ def _compile_if(arg: Any, site: _Site) -> Resolver:
             f"'then' and 'else'; got {' and '.join(map(repr, tests)) or 'neither'}"
         )
     test = tests[0]
-    holds = _exists if test == "exists" else _is_blank
+    holds = _exists if test == "exists" else _not_blank
     subject = _compile(args[test], site.child(test))
-    then = _compile(args.get("then"), site.child("then"))
-    otherwise = _compile(args.get("else"), site.child("else"))
+    missing = _constant(_MISSING)  # a branch left out leaves the field out
+    then = _compile(args["then"], site.child("then")) if "then" in args else missing
+    otherwise = _compile(args["else"], site.child("else")) if "else" in args else missing
 
     def resolve(root: Any) -> Any:
         return then(root) if holds(subject(root)) else otherwise(root)
@@ -533,52 +737,89 @@ def _compile_replace(arg: Any, site: _Site) -> Resolver:
         site,
         "@replace",
         required=("pattern", "value"),
-        optional=("replacement", "ignorecase", "global"),
+        optional=("replacement", "pattern2", "replacement2", "ignorecase", "global"),
     )
-    pattern = args["pattern"]
-    if not isinstance(pattern, str) or not pattern:
-        raise site.child("pattern").error(f"a non-empty string, got {_got(pattern)}")
-    replacement = args.get("replacement", "")
-    if not isinstance(replacement, str):
-        raise site.child("replacement").error(f"a string, got {_got(replacement)}")
+    pairs = [
+        (
+            _short_string(args, "pattern", minimum=1, site=site),
+            _short_string(args, "replacement", minimum=0, site=site),
+        )
+    ]
+    pattern2 = _short_string(args, "pattern2", minimum=0, site=site)
+    replacement2 = _short_string(args, "replacement2", minimum=0, site=site)
+    if pattern2:  # an empty second pattern is skipped, as in Segment
+        pairs.append((pattern2, replacement2))
     ignorecase = _boolean(args, "ignorecase", default=False, site=site)
     replace_all = _boolean(args, "global", default=True, site=site)
+    if not isinstance(args["value"], str) and not _is_directive(args["value"], site):
+        raise site.child("value").error(
+            f"a string or a directive (Segment's rule), got {_got(args['value'])}"
+        )
     value = _compile(args["value"], site.child("value"))
+    swaps = tuple(
+        _replacer(pattern, replacement, ignorecase, replace_all) for pattern, replacement in pairs
+    )
 
+    def resolve(root: Any) -> Any:
+        text = value(root)
+        if isinstance(text, bool):  # Segment replaces in booleans and numbers as text
+            text = "true" if text else "false"
+        elif isinstance(text, int | float):
+            text = _number_text(text)
+        elif not isinstance(text, str):
+            return text
+        for swap in swaps:
+            text = swap(text)
+        return text
+
+    return resolve
+
+
+def _replacer(
+    pattern: str, replacement: str, ignorecase: bool, replace_all: bool
+) -> Callable[[str], str]:
+    """Plain-text replacement of ``pattern`` (never a regular expression)."""
     if ignorecase:
         regex = re.compile(re.escape(pattern), re.IGNORECASE)
         template = replacement.replace("\\", "\\\\")  # a literal re.sub replacement
         count = 0 if replace_all else 1
 
-        def swap(text: str) -> str:
+        def swap_ignoring_case(text: str) -> str:
             return regex.sub(template, text, count=count)
 
-    else:
-        count = -1 if replace_all else 1
+        return swap_ignoring_case
 
-        def swap(text: str) -> str:
-            return text.replace(pattern, replacement, count)
+    limit = -1 if replace_all else 1
 
-    def resolve(root: Any) -> Any:
-        text = value(root)
-        return swap(text) if isinstance(text, str) else text
+    def swap(text: str) -> str:
+        return text.replace(pattern, replacement, limit)
 
-    return resolve
+    return swap
 
 
 def _compile_array_path(arg: Any, site: _Site) -> Resolver:
     if not isinstance(arg, list) or len(arg) not in (1, 2):
         raise site.error(f"an array [source] or [source, shape], got {_got(arg)}")
-    source = _compile(arg[0], site.child(0))
+    first, first_site = arg[0], site.child(0)
+    if isinstance(first, str):
+        source = _compile_path_text(first, first_site)
+    elif _is_directive(first, first_site):  # the directive gives the source itself
+        source = _compile(first, first_site)
+    else:
+        raise first_site.error(f"{_PATH_SHAPE}, or a directive, got {_got(first)}")
     shape = _compile(arg[1], site.child(1)) if len(arg) == 2 else None
+    if not (len(arg) == 2 and isinstance(arg[1], Mapping) and arg[1]):
+        # Segment uses a shape only if it is a non-empty object (or a directive)
+        return source
+    assert shape is not None
 
     def resolve(root: Any) -> Any:
         items = source(root)
-        if isinstance(items, Mapping):
-            items = [items]
-        elif not isinstance(items, list):
-            return None
-        return items if shape is None else [shape(item) for item in items]
+        if isinstance(items, list):
+            return [None if (item := shape(one)) is _MISSING else item for one in items]
+        if isinstance(items, _OBJECT):
+            return [None if (item := shape(items)) is _MISSING else item]
+        return items
 
     return resolve
 
@@ -586,23 +827,127 @@ def _compile_array_path(arg: Any, site: _Site) -> Resolver:
 def _compile_merge(arg: Any, site: _Site) -> Resolver:
     args = _arguments(arg, site, "@merge", required=("objects",), optional=("direction",))
     objects = args["objects"]
-    if not isinstance(objects, list) or not objects:
-        raise site.child("objects").error(f"a non-empty array of objects, got {_got(objects)}")
+    objects_site = site.child("objects")
+    if not isinstance(objects, list):
+        raise objects_site.error(f"an array of objects, got {_got(objects)}")
     direction = args.get("direction", "right")
     if direction not in ("right", "left"):
         raise site.child("direction").error(f"'right' or 'left', got {_got(direction)}")
-    objects_site = site.child("objects")
-    parts = tuple(_compile(item, objects_site.child(i)) for i, item in enumerate(objects))
+    parts: list[Resolver] = []
+    for i, item in enumerate(objects):
+        if not isinstance(item, Mapping):
+            raise objects_site.child(i).error(
+                f"an object or a directive giving one, got {_got(item)}"
+            )
+        parts.append(_compile(item, objects_site.child(i)))
     if direction == "left":  # earlier objects win: apply them last
-        parts = parts[::-1]
+        parts.reverse()
+    ordered = tuple(parts)
 
     def resolve(root: Any) -> Any:
         merged: dict[str, Any] = {}
-        for part in parts:
+        for part in ordered:
             value = part(root)
-            if isinstance(value, Mapping):
+            if isinstance(value, _OBJECT):  # a directive giving anything else adds nothing
                 merged.update(value)
         return merged
+
+    return resolve
+
+
+def _compile_json(arg: Any, site: _Site) -> Resolver:
+    args = _arguments(arg, site, "@json", required=("mode", "value"))
+    mode = args["mode"]
+    if mode not in ("encode", "decode"):
+        raise site.child("mode").error(f"'encode' or 'decode', got {_got(mode)}")
+    raw = args["value"]
+    if raw is None or (isinstance(raw, str | int | float) and not raw):
+        raise site.child("value").error(
+            f'a value Segment accepts (not null, false, 0 or ""), got {_got(raw)}'
+        )
+    value = _compile(raw, site.child("value"))
+
+    if mode == "encode":
+
+        def encode(root: Any) -> Any:
+            data = value(root)
+            if data is _MISSING:
+                return _MISSING
+            return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+        return encode
+
+    def decode(root: Any) -> Any:
+        data = value(root)
+        if not isinstance(data, str):
+            return data
+        try:
+            return json.loads(data, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            return data  # not JSON: the string itself, as in Segment
+
+    return decode
+
+
+def _compile_flatten(arg: Any, site: _Site) -> Resolver:
+    args = _arguments(
+        arg, site, "@flatten", required=("value", "separator"), optional=("omitArrays",)
+    )
+    separator = args["separator"]
+    if not isinstance(separator, str) or not separator:
+        raise site.child("separator").error(f"a non-empty string, got {_got(separator)}")
+    keep_arrays = _boolean(args, "omitArrays", default=False, site=site)
+    value = _compile(args["value"], site.child("value"))
+
+    def resolve(root: Any) -> Any:
+        out: dict[str, Any] = {}
+        _flatten_into(out, value(root), "", separator, keep_arrays)
+        return out
+
+    return resolve
+
+
+def _compile_transform(arg: Any, site: _Site) -> Resolver:
+    args = _arguments(arg, site, "@transform", required=("apply", "mapping"))
+    for key in ("apply", "mapping"):
+        if not isinstance(args[key], Mapping):
+            raise site.child(key).error(
+                f"an object or a directive (a mapping), got {_got(args[key])}"
+            )
+    first = _compile(args["apply"], site.child("apply"))
+    then = _compile(args["mapping"], site.child("mapping"))
+
+    def resolve(root: Any) -> Any:
+        return then(first(root))
+
+    return resolve
+
+
+def _compile_exclude_when_null(arg: Any, site: _Site) -> Resolver:
+    value = _compile(arg, site)
+
+    def resolve(root: Any) -> Any:
+        result = value(root)
+        return _MISSING if result is None else _clean_nulls(result)
+
+    return resolve
+
+
+def _compile_liquid(arg: Any, site: _Site) -> Resolver:
+    if not isinstance(arg, str):
+        raise site.error(f"a Liquid template string, got {_got(arg)}")
+    if not arg:
+        return _constant("")
+    from destination.kit.liquid import LiquidTemplateError, compile_liquid  # noqa: PLC0415
+
+    try:
+        render = compile_liquid(arg)
+    except LiquidTemplateError as error:
+        raise site.error(str(error)) from None
+
+    def resolve(root: Any) -> Any:
+        text = render(root)
+        return _MISSING if text is None else text
 
     return resolve
 
@@ -616,5 +961,10 @@ _DIRECTIVES: Final[dict[str, Callable[[Any, _Site], Resolver]]] = {
     "@replace": _compile_replace,
     "@arrayPath": _compile_array_path,
     "@merge": _compile_merge,
+    "@json": _compile_json,
+    "@flatten": _compile_flatten,
+    "@transform": _compile_transform,
+    _EXCLUDE_WHEN_NULL: _compile_exclude_when_null,
+    "@liquid": _compile_liquid,
 }
 """The directive registry: name to the function compiling its argument."""
