@@ -374,14 +374,6 @@ def _is_blank(value: Any) -> bool:
     return False
 
 
-def _not_blank(value: Any) -> bool:
-    return not _is_blank(value)
-
-
-def _exists(value: Any) -> bool:
-    return value is not None and value is not _MISSING
-
-
 def _clean_nulls(value: Any) -> Any:
     """``@excludeWhenNull``'s result: an object without its null keys, at any depth of
     objects (arrays are left as they are)."""
@@ -584,11 +576,11 @@ def _path_resolver(steps: Steps) -> Resolver:
 def _key_path(steps: Steps) -> Resolver:
     """A path of object keys only, as one expression: ``.get`` chained, no loop.
 
-    ``(value or {}).get(key, _MISSING)`` is what ``_walk`` does for every falsy value
-    (None, missing, "", 0, false, [] and {} all lead to missing) and for objects; any
-    other value has no ``get`` (a string, a number, a non-empty list): then ``_walk``
-    itself decides, on the rare event that has one. The result is copied by ``_fresh``
-    unless immutable.
+    ``(value or {}).get(key)`` is what ``_walk`` does for every falsy value (None,
+    missing, "", 0, false, [] and {} all lead to missing: the last ``get`` says so) and
+    for objects; any other value has no ``get`` (a string, a number, a non-empty list):
+    then ``_walk`` itself decides, on the rare event that has one. The result is copied
+    by ``_fresh`` unless immutable.
     """
     return _key_path_maker(len(steps))(steps, *(key for key, _ in steps))
 
@@ -603,8 +595,9 @@ def _key_path_maker(length: int) -> Callable[..., Resolver]:
     """
     keys = [f"key{i}" for i in range(length)]
     chain = "root"
-    for key in keys:
-        chain = f"({chain} or empty).get({key}, missing)"
+    for key in keys[:-1]:  # None for a missing key: the next step treats it as missing
+        chain = f"({chain} or empty).get({key})"
+    chain = f"({chain} or empty).get({keys[-1]}, missing)"
     source = (
         f"def make(steps, {', '.join(keys)}, empty=_EMPTY, missing=_MISSING):\n"
         "    def resolve(root):\n"
@@ -704,14 +697,21 @@ def _compile_if(arg: Any, site: _Site) -> Resolver:
             f"'then' and 'else'; got {' and '.join(map(repr, tests)) or 'neither'}"
         )
     test = tests[0]
-    holds = _exists if test == "exists" else _not_blank
     subject = _compile(args[test], site.child(test))
     missing = _constant(_MISSING)  # a branch left out leaves the field out
     then = _compile(args["then"], site.child("then")) if "then" in args else missing
     otherwise = _compile(args["else"], site.child("else")) if "else" in args else missing
 
+    if test == "exists":  # the common test, inlined: no call per event to decide
+
+        def resolve_exists(root: Any) -> Any:
+            value = subject(root)
+            return then(root) if value is not None and value is not _MISSING else otherwise(root)
+
+        return resolve_exists
+
     def resolve(root: Any) -> Any:
-        return then(root) if holds(subject(root)) else otherwise(root)
+        return otherwise(root) if _is_blank(subject(root)) else then(root)
 
     return resolve
 
