@@ -253,9 +253,9 @@ def _set_subscription(index: int, key: str, value: Any) -> Callable[[dict[str, A
             "a valid subscription",
         ),
         (
-            _set_mapping("email", {"@path": "context.traits.email"}),
+            _set_mapping("email", {"@path": "$.context..email"}),
             "/subscriptions/0/mapping/email/@path",
-            "does not start with '$'",
+            "invalid at character",
         ),
         (
             lambda document: document["settings"].update({"batch_size": 0}),
