@@ -185,3 +185,18 @@ def test_few_collections_holds_inside_the_block_and_restores_the_thresholds_afte
         assert gc.get_threshold() == FEW_COLLECTIONS != before
         raise RuntimeError("the thresholds come back all the same")
     assert gc.get_threshold() == before
+
+
+def test_fields_mapped_from_the_event_are_those_whose_mapping_reads_it() -> None:
+    """The summary warns about a field mapped its own way that was empty in every event:
+    that needs to know which mappings read the event. A constant never does; a
+    ``@literal`` holding a ``@path`` does (Segment resolves directives inside it)."""
+    subscription, _ = _bind(
+        {
+            "email": {"@literal": {"@path": "$.traits.mail"}},
+            "kind": {"@literal": "a"},
+            "count": {"@if": {"exists": {"@path": "$.n"}, "then": 1, "else": 0}},
+            "name": {"@path": "$.properties.name"},  # the default mapping: not its own way
+        }
+    )
+    assert subscription.mapped_from_event == ("email", "count")

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from destination.errors import MappingError, PayloadError
 from destination.kit.fields import Field, default_mapping, payload_schema
-from destination.kit.mapping import CompiledMapping, compile_mapping
+from destination.kit.mapping import CompiledMapping, compile_mapping, reads_event
 from destination.kit.schema import PayloadValidator, PayloadValidators, json_pointer
 from destination.kit.subscriptions import Condition, parse_subscription
 
@@ -231,7 +231,7 @@ def bind_subscription(
         mapped_from_event=tuple(
             k
             for k, v in mapping.items()
-            if isinstance(v, dict) and "@literal" not in v and v != defaults.get(k)
+            if reads_event(v) and v != defaults.get(k)
         ),
         name=name,
         action=action,

@@ -61,7 +61,21 @@ from typing import Any, Final, TypeAlias
 from destination.errors import MappingError
 from destination.kit.schema import json_pointer
 
-__all__ = ["MAX_DEPTH", "CompiledMapping", "check_depth", "compile_mapping"]
+__all__ = ["MAX_DEPTH", "CompiledMapping", "check_depth", "compile_mapping", "reads_event"]
+
+# the directives that read the event (the others combine or reshape what they are given)
+_READERS = frozenset({"@path", "@template", "@arrayPath", "@liquid"})
+
+
+def reads_event(value: Any) -> bool:
+    """Whether a mapping value reads the event anywhere inside it (``@literal`` resolves
+    the directives it holds too): a value that does not is a constant."""
+    if isinstance(value, dict):
+        return any(k in _READERS or reads_event(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(reads_event(v) for v in value)
+    return False
+
 
 Resolver: TypeAlias = Callable[[Any], Any]
 """A compiled mapping value: takes the root (the event, or an ``@arrayPath`` item)."""
