@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from destination.cli import main
+from destination.kit.action import TwoStepAction
 from destination.kit.registry import registered
+from destination.webhook.post import Post
 from tests.test_sync import audience_event, write_events
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -266,3 +268,11 @@ def test_a_webhook_mapping_file_is_checked_against_the_webhooks_schema(
 
     assert code == 3
     assert "/subscriptions/0/action" in err
+
+
+def test_hashing_is_the_pure_step_so_worker_processes_do_it() -> None:
+    post = Post(None)
+    assert isinstance(post, TwoStepAction)
+    digest = post.digest({"data": {"a": 1}, "hashed": {"email": " A@x.COM "}})
+    assert digest == {"a": 1, "email": hashlib.sha256(b"a@x.com").hexdigest()}
+    assert post.place(digest).item is digest

@@ -168,13 +168,20 @@ class Post:
         self.title = POST.title
         self.fields = POST.fields
 
-    def prepare(self, payload: Mapping[str, Any]) -> Prepared:
+    def digest(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The item, ``hashed`` values hashed: pure, so worker processes do it."""
         item = dict(payload["data"])
         for key, value in payload.get("hashed", {}).items():
             if value is not None:
                 text = str(value).strip().lower().encode("utf-8", "surrogatepass")
                 item[key] = hashlib.sha256(text).hexdigest()
-        return Prepared(group=GROUP, item=item)
+        return item
+
+    def place(self, digest: dict[str, Any]) -> Prepared:
+        return Prepared(group=GROUP, item=digest)
+
+    def prepare(self, payload: Mapping[str, Any]) -> Prepared:
+        return self.place(self.digest(payload))
 
     def perform_batch(self, group: Hashable, items: Sequence[Any]) -> list[Outcome]:
         if self._client is None:
