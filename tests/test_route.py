@@ -30,6 +30,7 @@ from destination.kit.action import (
     bind_subscription,
 )
 from destination.kit.fields import Field
+from destination.runner.reader import RawLine
 from destination.runner.route import RoutedLine, decode_routed, encode_routed
 from destination.runner.workers import route_lines, routed
 
@@ -128,8 +129,8 @@ LINES = [
 ]
 
 
-def numbered(lines: Sequence[bytes]) -> list[tuple[int, bytes]]:
-    return list(enumerate(lines, 1))
+def numbered(lines: Sequence[bytes]) -> list[RawLine]:
+    return [RawLine(number, data) for number, data in enumerate(lines, 1)]
 
 
 def test_a_routed_line_is_typed_per_matching_subscription() -> None:

@@ -15,7 +15,15 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-__all__ = ["DEFAULT_MAX_BYTES", "Line", "LineStream", "parse_line", "read_lines", "read_ndjson"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "Line",
+    "LineStream",
+    "RawLine",
+    "parse_line",
+    "read_lines",
+    "read_ndjson",
+]
 
 DEFAULT_MAX_BYTES = 1 << 20
 _RAW_KEPT = 2000  # characters of an unreadable line kept for the rejected file
@@ -25,6 +33,14 @@ class LineStream(Protocol):
     """What the reader reads from: a binary file, or anything with its ``readline``."""
 
     def readline(self, size: int = -1, /) -> bytes: ...
+
+
+class RawLine(NamedTuple):
+    """A non-blank line as read: its 1-based number and its bytes (line end included),
+    not parsed yet."""
+
+    number: int
+    data: bytes
 
 
 class Line(NamedTuple):
@@ -66,12 +82,12 @@ def _why_not_json(data: bytes) -> str:
 
 def read_ndjson(stream: LineStream, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Line]:
     for item in read_lines(stream, max_bytes=max_bytes):
-        yield item if isinstance(item, Line) else parse_line(*item)
+        yield item if isinstance(item, Line) else parse_line(item.number, item.data)
 
 
 def read_lines(
     stream: LineStream, *, max_bytes: int = DEFAULT_MAX_BYTES
-) -> Iterator[Line | tuple[int, bytes]]:
+) -> Iterator[Line | RawLine]:
     """The non-blank lines as ``(number, bytes)`` for ``parse_line``, unparsed; a line too
     long is a ``Line`` with its error already."""
     number = 0
@@ -92,7 +108,7 @@ def read_lines(
             continue
         if not data.strip():
             continue
-        yield number, data
+        yield RawLine(number, data)
 
 
 def parse_line(number: int, data: bytes) -> Line:

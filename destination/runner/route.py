@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from destination.kit.action import Rejection, Step, Subscription
-from destination.runner.reader import Line, parse_line
+from destination.runner.reader import Line, RawLine, parse_line
 
 __all__ = ["RoutedLine", "decode_routed", "encode_routed", "route_line", "unread"]
 
@@ -84,7 +84,7 @@ def encode_routed(routed: Sequence[RoutedLine]) -> bytes:
     return orjson.dumps((list(shapes), results))
 
 
-def decode_routed(document: bytes, lines: Sequence[tuple[int, bytes]]) -> list[RoutedLine]:
+def decode_routed(document: bytes, lines: Sequence[RawLine]) -> list[RoutedLine]:
     """The ``RoutedLine``s of ``encode_routed``'s ``document``, given the lines it was
     made from as ``read_lines`` gives them (number and bytes), in the same order."""
     shape_lists, results = orjson.loads(document)

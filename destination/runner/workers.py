@@ -41,7 +41,7 @@ from destination.errors import DestinationError
 from destination.gc_tuning import FEW_COLLECTIONS
 from destination.kit.action import Subscription
 from destination.kit.destination import WorkerRecipe
-from destination.runner.reader import Line, LineStream, read_lines
+from destination.runner.reader import Line, LineStream, RawLine, read_lines
 from destination.runner.route import RoutedLine, decode_routed, encode_routed, route_line, unread
 
 __all__ = ["CHUNK_LINES", "init_worker", "route_chunk", "route_lines", "routed"]
@@ -74,13 +74,13 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def route_chunk(chunk: Sequence[tuple[int, bytes]]) -> bytes:
+def route_chunk(chunk: Sequence[RawLine]) -> bytes:
     """Route a chunk of raw lines in a worker process: ``encode_routed``'s document."""
     return encode_routed(route_lines(_subscriptions, chunk))
 
 
 def route_lines(
-    subscriptions: Sequence[Subscription], chunk: Sequence[tuple[int, bytes]]
+    subscriptions: Sequence[Subscription], chunk: Sequence[RawLine]
 ) -> list[RoutedLine]:
     """Route a chunk of raw lines (``read_lines``' numbers and bytes), wherever it runs."""
     return [route_line(subscriptions, number, data) for number, data in chunk]
@@ -109,7 +109,7 @@ def routed(
 
 
 def _routed_here(
-    lines: Iterable[Line | tuple[int, bytes]],
+    lines: Iterable[Line | RawLine],
     subscriptions: Sequence[Subscription],
     skip: Callable[[int], bool],
 ) -> Generator[RoutedLine, None, None]:
@@ -127,14 +127,14 @@ class _Chunk(NamedTuple):
     """Lines out for routing: as read (a ``Line`` for one too long to route), those
     routed (``raw``), and how they come back (a worker's document, or routed here)."""
 
-    lines: list[Line | tuple[int, bytes]]
-    raw: list[tuple[int, bytes]]
+    lines: list[Line | RawLine]
+    raw: list[RawLine]
     answer: Future[bytes] | list[RoutedLine]
 
 
 def _routed_by(
     workers: int,
-    lines: Iterable[Line | tuple[int, bytes]],
+    lines: Iterable[Line | RawLine],
     recipe: WorkerRecipe,
     subscriptions: Sequence[Subscription],
     skip: Callable[[int], bool],
@@ -157,7 +157,7 @@ def _routed_by(
         answer = pending[0].answer
         return isinstance(answer, list) or answer.done()
 
-    def submit(chunk: list[Line | tuple[int, bytes]]) -> None:
+    def submit(chunk: list[Line | RawLine]) -> None:
         raw = [item for item in chunk if not isinstance(item, Line)]
         if len(pending) >= ahead and not ready():
             # The workers are behind: route this chunk here rather than wait for them (the
@@ -176,7 +176,7 @@ def _routed_by(
             yield unread(item) if isinstance(item, Line) else next(answers)
 
     try:
-        chunk: list[Line | tuple[int, bytes]] = []
+        chunk: list[Line | RawLine] = []
         for item in lines:
             if skip(item.number if isinstance(item, Line) else item[0]):
                 continue  # finished by the run this one resumes
