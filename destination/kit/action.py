@@ -229,9 +229,7 @@ def bind_subscription(
     merged = {**defaults, **mapping}
     return Subscription(
         mapped_from_event=tuple(
-            k
-            for k, v in mapping.items()
-            if reads_event(v) and v != defaults.get(k)
+            k for k, v in mapping.items() if reads_event(v) and v != defaults.get(k)
         ),
         name=name,
         action=action,
