@@ -39,11 +39,6 @@ class Opened(Protocol):
 
 
 class Source(Protocol):
-    @property
-    def name(self) -> str:
-        """How messages call it (``events file x.ndjson``, ``standard input``)."""
-        ...
-
     def fingerprint(self, mapping: Path) -> dict[str, Any]:
         """What a checkpoint of this input and mapping file belongs to."""
         ...
@@ -109,10 +104,6 @@ class NdjsonSource:
         self._events = events
         self._stdin = stdin
         self._digest = digest
-
-    @property
-    def name(self) -> str:
-        return "standard input" if self._events == "-" else f"events file {self._events}"
 
     def fingerprint(self, mapping: Path) -> dict[str, Any]:
         if self._events != "-" and not Path(self._events).is_file():
