@@ -161,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     mapping=args.mapping,
                     events="-",
                     dry_run=True,
+                    rejected=Path(scratch) / "rejected.ndjson",  # as a real run keeps them
                     overrides={**BENCH_SETTINGS, "audience_state": str(Path(scratch) / "a.json")},
                 ),
                 environ=environ,
