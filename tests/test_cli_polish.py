@@ -163,7 +163,11 @@ def test_version_says_so_when_the_package_is_not_installed(
 
 @pytest.fixture
 def fake_server_on_port_0() -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``fake-server --port 0 -v`` in a subprocess, and the first line it printed."""
+    """``fake-server --port 0 -v`` in a subprocess, and the first line it printed.
+
+    Its stderr is drained by a thread, so the server never blocks writing log lines no
+    one reads; the guard only keeps a hung server from hanging pytest, and is generous,
+    since starting Python on a loaded machine can take long."""
     process = subprocess.Popen(
         [sys.executable, "-m", "destination", "fake-server", "--port", "0", "-v"],
         stdin=subprocess.DEVNULL,
@@ -172,18 +176,22 @@ def fake_server_on_port_0() -> Iterator[tuple[subprocess.Popen[str], str]]:
         text=True,
         cwd=ROOT,
     )
-    guard = threading.Timer(GUARD_SECONDS, process.kill)  # a hung server cannot hang pytest
+    guard = threading.Timer(4 * GUARD_SECONDS, process.kill)
     guard.start()
+    assert process.stderr is not None
+    stderr = process.stderr
+    first = stderr.readline()
+    drain = threading.Thread(target=stderr.read, daemon=True)
+    drain.start()
     try:
-        assert process.stderr is not None
-        yield process, process.stderr.readline()
+        yield process, first
     finally:
         if process.poll() is None:
             process.kill()
         process.wait()
         guard.cancel()
-        if process.stderr is not None:
-            process.stderr.close()
+        drain.join(GUARD_SECONDS)
+        stderr.close()
 
 
 def test_fake_server_on_port_0_prints_the_port_it_got_and_answers_there(
