@@ -175,6 +175,9 @@ def fake_server_on_port_0() -> Iterator[tuple[subprocess.Popen[str], str]]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # Ctrl-C as a terminal sends it: a suite started in the background by a script
+        # runs with SIGINT ignored, and children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
     guard = threading.Timer(4 * GUARD_SECONDS, process.kill)
     guard.start()

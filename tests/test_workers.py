@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import pickle
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -477,11 +478,14 @@ def test_worker_processes_never_get_the_access_token(
     assert recipe.settings.access_token is None
     assert DEMO_TOKEN not in repr(given)
     assert DEMO_TOKEN.encode() not in pickle.dumps(recipe)  # what crosses to the worker
-    # and a worker refuses a recipe whose settings carry one
+    # and a worker refuses a recipe whose settings carry one, before it changes anything
+    # of the process (Ctrl-C ignored would be inherited by every later subprocess)
+    before = signal.getsignal(signal.SIGINT), gc.get_threshold()
     with pytest.raises(ValueError, match="access token"):
         workers_module.init_worker(
             TikTokRecipe(load_mapping_file(mapping), Settings(access_token=Secret(DEMO_TOKEN)))
         )
+    assert (signal.getsignal(signal.SIGINT), gc.get_threshold()) == before
 
 
 def test_worker_processes_run_the_garbage_collector_seldom(tmp_path: Path) -> None:

@@ -55,11 +55,13 @@ _subscriptions: list[Subscription] = []  # in a worker: compiled by init_worker
 
 def init_worker(recipe: WorkerRecipe) -> None:
     """Compile the subscriptions in a worker process, from the destination's recipe
-    (which never holds a secret)."""
+    (which never holds a secret), then make the process a worker. In that order: a
+    recipe the destination refuses leaves the process as it was."""
+    subscriptions = recipe.subscriptions()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     gc.set_threshold(*FEW_COLLECTIONS)  # for good: this process only routes events
     _exit_with_parent(os.getppid())
-    _subscriptions[:] = recipe.subscriptions()
+    _subscriptions[:] = subscriptions
 
 
 def _exit_with_parent(parent: int) -> None:
