@@ -1,12 +1,12 @@
 """The fake TikTok's audience API: the endpoints the destination calls with an access token.
 
 ``AudienceApi`` is the part of ``FakeTikTok`` that answers ``segment/audience/`` (create,
-delete), ``segment/mapping/`` (add or delete members), ``dmp/custom_audience/list/`` and
-``get/``, and ``user/info/``. Each endpoint needs a scope of the token (``routes``), checks
-its request the way TikTok does (advertiser access, ``id_schema`` and ``batch_data``, the
-limits on names, batch sizes, pages and audiences per advertiser) and changes nothing
-when it refuses. Audiences created through the API refuse writes for
-``fresh_audience_seconds``, as TikTok's do for a minute or two after creation.
+delete), ``segment/mapping/`` (add or delete members), ``dmp/custom_audience/list/``,
+``get/`` and ``delete/``, and ``user/info/``. Each endpoint needs a scope of the token
+(``routes``), checks its request the way TikTok does (advertiser access, ``id_schema``
+and ``batch_data``, the limits on names, batch sizes, pages, ids and audiences per
+advertiser) and changes nothing when it refuses. Audiences created through the API refuse
+writes for ``fresh_audience_seconds``, as TikTok's do for a minute or two after creation.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ ID_TYPES: tuple[str, ...] = (
 
 MAX_PAGE_SIZE = 100
 MAX_GET_IDS = 100
+MAX_DELETE_IDS = 100
 
 _HEX = {64: re.compile(r"[0-9a-f]{64}"), 32: re.compile(r"[0-9a-f]{32}")}
 # an id type -> the length of its lowercase hex ids and their pattern
@@ -93,6 +94,7 @@ class AudienceApi(FakeStore):
             "segment/mapping": {"POST": (self._segment_mapping, SCOPE_WRITE_AUDIENCES)},
             "dmp/custom_audience/list": {"GET": (self._audience_list, SCOPE_READ_AUDIENCES)},
             "dmp/custom_audience/get": {"GET": (self._audience_get, SCOPE_READ_AUDIENCES)},
+            "dmp/custom_audience/delete": {"POST": (self._audience_delete, SCOPE_WRITE_AUDIENCES)},
             "user/info": {"GET": (self._user_info, None)},
         }
 
@@ -295,6 +297,26 @@ class AudienceApi(FakeStore):
                 for audience in found
             ]
         }
+
+    def _audience_delete(self, grant: Grant, request: ApiRequest) -> dict[str, Any]:
+        """Every id must be the advertiser's own live audience, or nothing is deleted.
+
+        Not modelled, as the fake knows neither: audiences shared with the advertiser
+        (TikTok lets only the owner delete), and ad groups using an audience (TikTok
+        refuses to delete it until it is disconnected).
+        """
+        body = body_object(request)
+        advertiser_id = required_str(body, "advertiser_id")
+        self._check_advertiser(grant, advertiser_id)
+        ids = body.get("custom_audience_ids")
+        if not nonempty_strings(ids):
+            raise bad("custom_audience_ids must be a non-empty list of strings")
+        if len(ids) > MAX_DELETE_IDS:
+            raise Rejected(40011, f"Too many custom_audience_ids: {len(ids)} > {MAX_DELETE_IDS}")
+        found = [self._find_audience(audience_id, (advertiser_id,)) for audience_id in ids]
+        for audience in found:
+            audience.deleted = True
+        return {}
 
     def _user_info(self, grant: Grant, request: ApiRequest) -> dict[str, Any]:
         del request

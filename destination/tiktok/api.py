@@ -13,6 +13,7 @@ refreshed once and the request sent again before the error is let through.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -83,6 +84,7 @@ TOKEN_EXPIRED = 40102
 #: to 67 and "...".
 MAX_NAME_LENGTH = 70
 LIST_PAGE_SIZE = 100  # the most dmp/custom_audience/list/ gives per page
+MAX_IDS_PER_REQUEST = 100  # dmp/custom_audience/get/ and delete/ take 1 to 100 ids
 # An advertiser has at most 400 audiences of its own, plus shared ones: more pages than
 # this means a reply that is not telling the truth, not more audiences.
 MAX_LIST_PAGES = 50
@@ -548,6 +550,41 @@ class TikTokApi:
             page += 1
         return found
 
+    def get_audiences(
+        self, advertiser_id: str, audience_ids: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """``dmp/custom_audience/get/``: each audience's ``audience_details`` and
+        ``audience_history``, in the order TikTok answers (1 to 100 ids)."""
+        _check_id_count(audience_ids)
+        data = self._call(
+            "GET",
+            "dmp/custom_audience/get/",
+            what="get audiences",
+            advertiser_id=advertiser_id,
+            params={
+                "advertiser_id": advertiser_id,
+                # a list in a query string: TikTok reads it JSON-encoded
+                "custom_audience_ids": json.dumps(list(audience_ids)),
+            },
+        ).data
+        listed = data.get("list")
+        return (
+            [entry for entry in listed if isinstance(entry, dict)]
+            if isinstance(listed, list)
+            else []
+        )
+
+    def delete_audiences(self, advertiser_id: str, audience_ids: Sequence[str]) -> None:
+        """``dmp/custom_audience/delete/`` (1 to 100 ids): TikTok deletes all or none."""
+        _check_id_count(audience_ids)
+        self._call(
+            "POST",
+            "dmp/custom_audience/delete/",
+            what="delete audiences",
+            advertiser_id=advertiser_id,
+            body={"advertiser_id": advertiser_id, "custom_audience_ids": list(audience_ids)},
+        )
+
     def segment_mapping(
         self,
         *,
@@ -570,6 +607,14 @@ class TikTokApi:
             },
         )
         return failed_rows(envelope, rows=len(batch_data))
+
+
+def _check_id_count(audience_ids: Sequence[str]) -> None:
+    """TikTok's bounds on the ids of one request; callers split longer lists."""
+    if not 1 <= len(audience_ids) <= MAX_IDS_PER_REQUEST:
+        raise ValueError(
+            f"1 to {MAX_IDS_PER_REQUEST} audience ids a request, got {len(audience_ids)}"
+        )
 
 
 def failed_rows(envelope: Envelope, *, rows: int) -> dict[int, str]:
