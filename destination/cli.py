@@ -50,6 +50,12 @@ from destination.tiktok.auth.commands import (
 )
 from destination.tiktok.auth.provider import SECRET_VARIABLE
 from destination.tiktok.auth.store import APP_ID_VARIABLE, STORE_VARIABLE
+from destination.tiktok.manage import (
+    ManageOptions,
+    audiences_delete,
+    audiences_get,
+    audiences_list,
+)
 from destination.tiktok.settings import TOKEN_VARIABLE
 
 __all__ = ["EXIT_CODES", "main", "main_entry"]
@@ -205,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     _auth_parser(commands)
+    _audiences_parser(commands)
 
     _command(commands, "demo", help="sync sample events against the embedded fake TikTok")
 
@@ -295,6 +302,47 @@ def _auth(args: argparse.Namespace, stdout: IO[str]) -> int:
     return OK
 
 
+def _audiences_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audiences = _command(commands, "audiences", help="list, show or delete TikTok audiences")
+    actions = audiences.add_subparsers(dest="audiences_command", required=True, metavar="ACTION")
+    listing = _command(
+        actions,
+        "list",
+        help="the advertiser's audiences, own and shared: a table, then JSON as the last line",
+    )
+    get = _command(actions, "get", help="the details of audiences, as JSON")
+    get.add_argument("ids", nargs="+", metavar="ID", help="audience id")
+    delete = _command(actions, "delete", help="delete audiences (asks first on a terminal)")
+    delete.add_argument("ids", nargs="+", metavar="ID", help="audience id")
+    delete.add_argument(
+        "--yes", action="store_true", help="do not ask (needed when there is no terminal)"
+    )
+    for action in (listing, get, delete):
+        action.add_argument(
+            "--advertiser-id",
+            help="whose audiences (default: TIKTOK_ADVERTISER_ID, else the stored token's "
+            "only advertiser)",
+        )
+        action.add_argument("--base-url", help="API root (overrides TIKTOK_API_BASE_URL)")
+
+
+def _audiences(args: argparse.Namespace, stdout: IO[str]) -> int:
+    options = ManageOptions(
+        environ=os.environ,
+        out=stdout,
+        err=sys.stderr,
+        advertiser_id=args.advertiser_id,
+        base_url=args.base_url,
+    )
+    if args.audiences_command == "list":
+        audiences_list(options)
+    elif args.audiences_command == "get":
+        audiences_get(options, args.ids)
+    else:
+        audiences_delete(options, args.ids, yes=args.yes, stdin=sys.stdin)
+    return OK
+
+
 BAR_SECONDS = 0.5  # how often the terminal's progress bar is redrawn
 LOG_LINE_SECONDS = 10.0  # how often -v logs a progress line without a terminal
 
@@ -374,6 +422,8 @@ def _run(args: argparse.Namespace, stdout: IO[str]) -> int:
         return _sync(args, stdout)
     if args.command == "auth":
         return _auth(args, stdout)
+    if args.command == "audiences":
+        return _audiences(args, stdout)
     if args.command == "demo":
         return run_demo(stdout)
     if args.command == "fake-server":
