@@ -32,7 +32,9 @@ from destination.errors import (
     DestinationError,
     InputError,
     MappingError,
+    MisconfiguredError,
     OutputError,
+    PermanentError,
 )
 from destination.fake_server import FaultPlan, parse_faults, serve_forever
 from destination.kit.fields import payload_schema
@@ -68,6 +70,9 @@ EXIT_CODES: dict[type[BaseException], int] = {
     ApiUnavailableError: 5,
     InputError: 6,
     OutputError: 7,
+    # TikTok refused a request a command made (a sync answers these per event instead)
+    PermanentError: 2,
+    MisconfiguredError: 2,
 }
 UNEXPECTED = 1
 STOP_CODES = {"auth": 4, "api_unavailable": 5, "configuration": 2}

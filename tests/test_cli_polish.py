@@ -16,11 +16,14 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from destination import cli as cli_module
 from destination.cli import _parser, main
 from destination.demo import run_demo
+from destination.errors import MisconfiguredError, PermanentError
 
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE_MAPPING = ROOT / "mappings" / "segment-native.json"
@@ -239,3 +242,22 @@ def test_the_demo_explains_two_create_audience_events_for_one_audience() -> None
     assert '"Create Audience": 2' in legacy
     (note,) = [line for line in legacy.splitlines() if "counts events" in line]
     assert "2 Create Audience events, 1 audience created" in note
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermanentError("list audiences: No permission | code 40001"),
+        MisconfiguredError("TikTok refused the first 3 requests the same way"),
+    ],
+)
+def test_a_refusal_a_command_does_not_translate_is_exit_2_not_a_bug(
+    error: Exception, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(_args: Any, _stdout: Any) -> int:
+        raise error
+
+    monkeypatch.setattr(cli_module, "_run", refuse)
+    assert main(["schema", "addToAudience"], stdout=io.StringIO()) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"tiktok-audiences: error: {error}"
