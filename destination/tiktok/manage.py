@@ -30,24 +30,24 @@ from destination.tiktok.api import (
 from destination.tiktok.auth.provider import stored_entry, token_for_run
 from destination.tiktok.auth.store import TokenEntry, TokenStore, default_token_store
 from destination.tiktok.settings import (
+    ADVERTISER_VARIABLE,
     BASE_URL_VARIABLE,
     DEFAULT_BASE_URL,
+    NUMERIC_ID,
     TOKEN_VARIABLE,
     access_token,
 )
 
 __all__ = [
-    "ADVERTISER_VARIABLE",
     "ManageOptions",
     "audiences_delete",
     "audiences_get",
     "audiences_list",
 ]
 
-ADVERTISER_VARIABLE = "TIKTOK_ADVERTISER_ID"
 #: A person waits at the other end: fewer, shorter retries than a sync's.
 COMMAND_RETRY = RetryPolicy(max_attempts=3, max_seconds=30.0, initial_wait=0.5)
-_NUMERIC_ID = re.compile(r"[0-9]{1,32}")
+_NUMERIC_ID = re.compile(NUMERIC_ID)
 # what `list` shows of each audience: (heading, the key in TikTok's reply)
 _COLUMNS = (
     ("ID", "audience_id"),

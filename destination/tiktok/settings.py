@@ -19,8 +19,10 @@ from destination.backends import check_base_url
 from destination.kit.settings import Secret, Setting
 
 __all__ = [
+    "ADVERTISER_VARIABLE",
     "BASE_URL_VARIABLE",
     "DEFAULT_BASE_URL",
+    "NUMERIC_ID",
     "TIKTOK_SETTINGS",
     "TOKEN_VARIABLE",
     "Settings",
@@ -30,9 +32,10 @@ __all__ = [
 
 TOKEN_VARIABLE = "TIKTOK_ACCESS_TOKEN"  # noqa: S105 (a variable name)
 BASE_URL_VARIABLE = "TIKTOK_API_BASE_URL"
+ADVERTISER_VARIABLE = "TIKTOK_ADVERTISER_ID"
 
 DEFAULT_BASE_URL = "https://business-api.tiktok.com"
-_NUMERIC_ID = "^[0-9]{1,32}$"
+NUMERIC_ID = "^[0-9]{1,32}$"  # TikTok's advertiser and audience ids
 
 
 def default_audience_state(environ: Mapping[str, str]) -> Path:
@@ -68,15 +71,15 @@ TIKTOK_SETTINGS: tuple[Setting, ...] = (
         "advertiser_id",
         "string",
         "Advertiser when the event names none (legacy: the chosen one).",
-        env="TIKTOK_ADVERTISER_ID",
-        pattern=_NUMERIC_ID,
+        env=ADVERTISER_VARIABLE,
+        pattern=NUMERIC_ID,
     ),
     Setting(
         "audience_id",
         "string",
         "Legacy: the audience Add Users and Remove Users change.",
         env="TIKTOK_AUDIENCE_ID",
-        pattern=_NUMERIC_ID,
+        pattern=NUMERIC_ID,
     ),
     Setting(
         "default_phone_region",
