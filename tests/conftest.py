@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Fixtures found by pytest here: the throw-away PostgreSQL server on loopback (one per
+# session) and its URL, for the warehouse tests.
+from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
+
 # Before any test module builds its own ``settings(...)``: those inherit what they do not
 # set from the profile loaded when they are made. (A ``suppress_health_check`` given
 # explicitly replaces this list, so such settings list ``too_slow`` themselves.)
