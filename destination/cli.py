@@ -192,7 +192,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sync.add_argument("--mapping", required=True, type=Path, help="mapping JSON file")
-    sync.add_argument("--events", required=True, help="NDJSON events file, or - for stdin")
+    sync.add_argument(
+        "--events", help="NDJSON events file, or - for stdin (not with a mapping file's source)"
+    )
     sync.add_argument("--rejected", type=Path, help="write rejected events here (NDJSON)")
     sync.add_argument(
         "--retry-file",
@@ -203,7 +205,14 @@ def _parser() -> argparse.ArgumentParser:
         "--state", type=Path, help="checkpoint directory: a rerun resumes where a run stopped"
     )
     sync.add_argument(
-        "--dry-run", action="store_true", help="map, validate and batch, but send nothing"
+        "--dry-run",
+        action="store_true",
+        help="map, validate and batch, but send nothing (a warehouse source: print the plan)",
+    )
+    sync.add_argument(
+        "--allow-mass-removal",
+        action="store_true",
+        help="let a warehouse mirror remove more than source.max_removal_fraction of the audience",
     )
     for setting in _setting_flags():  # from the declarations: README's settings table
         sync.add_argument(
@@ -371,6 +380,7 @@ def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
             retry=args.retry_file,
             state=args.state,
             dry_run=args.dry_run,
+            allow_mass_removal=args.allow_mass_removal,
             overrides=overrides,
             **_progress(args, sys.stderr),
         ),

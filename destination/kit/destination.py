@@ -12,26 +12,35 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from destination.backends import Backend
 from destination.kit.action import ActionSpec, Subscription
 from destination.kit.settings import Setting
 
-__all__ = ["ActionSpec", "Destination", "MappingFile", "Session", "WorkerRecipe"]
+__all__ = [
+    "ActionSpec",
+    "Destination",
+    "MappingFile",
+    "MirroredSession",
+    "Session",
+    "WorkerRecipe",
+]
 
 
 @dataclass(frozen=True)
 class MappingFile:
     """A mapping file, checked against its destination's schema.
 
-    ``options`` are the destination's own top-level keys (TikTok's ``mode``)."""
+    ``options`` are the destination's own top-level keys (TikTok's ``mode``);
+    ``warehouse`` is the file's ``source`` object, when its events are a query's rows."""
 
     source: str
     destination: str
     settings: dict[str, Any]
     subscriptions: list[dict[str, Any]]
     options: dict[str, Any]
+    warehouse: dict[str, Any] | None = None  # the "source" object: rows from a query
 
 
 class WorkerRecipe(Protocol):
@@ -64,6 +73,30 @@ class Session(Protocol):
         ...
 
 
+@runtime_checkable
+class MirroredSession(Protocol):
+    """A session that can mirror a warehouse query (``destination.warehouse``): the
+    snapshot of what the destination holds belongs to its ``mirror_target`` and records,
+    for each row it accepted, ``replay_fields``: payload fields that reach the same
+    person again (for TikTok, the hashes it accepted), which "Row Removed" events carry.
+    """
+
+    def mirror_target(self) -> str:
+        """The one place every change of the run goes (TikTok: advertiser and audience);
+        ``ConfigurationError`` if the run has no single one."""
+        ...
+
+    def identity_tag(self) -> str:
+        """Changes when a setting changes what is sent for the same row (hash options):
+        rows recorded under another tag are sent again."""
+        ...
+
+    def replay_fields(self, subscription: str, item: Any) -> dict[str, Any] | None:
+        """What ``subscription`` sent as ``item``, as fields of its payload (None: not a
+        change the snapshot records)."""
+        ...
+
+
 class Destination(Protocol):
     """A destination the ``sync`` command can send to."""
 
@@ -87,8 +120,10 @@ class Destination(Protocol):
         ...
 
     def template(self, variant: str | None) -> dict[str, Any]:
-        """A complete mapping file (``variant``: a mode, where the destination has them);
-        ``ValueError`` for a variant it does not have."""
+        """A complete mapping file (``variant``: a mode, where the destination has them;
+        ``"warehouse"``: a file syncing a query's rows, whose subscriptions are the
+        default of a file with a ``source`` and none of its own); ``ValueError`` for a
+        variant it does not have."""
         ...
 
     def open(

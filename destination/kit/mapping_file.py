@@ -29,10 +29,18 @@ _COMMON_KEYS = frozenset({"$schema", "destination", "settings", "subscriptions"}
 
 
 def read_mapping_file(
-    path: Path, schema_of: Callable[[str, str], Mapping[str, Any]]
+    path: Path,
+    schema_of: Callable[[str, str], Mapping[str, Any]],
+    *,
+    source_schema: Mapping[str, Any] | None = None,
+    default_subscriptions: Callable[[str], list[dict[str, Any]]] | None = None,
 ) -> MappingFile:
     """Read and check a mapping file. ``schema_of(name, source)`` gives the JSON Schema of
-    the destination the file names (a ``MappingError`` if there is no such destination)."""
+    the destination the file names (a ``MappingError`` if there is no such destination).
+
+    A ``source`` object (rows of a warehouse query instead of events) is checked against
+    ``source_schema``, not the destination's; a file with one may leave out its
+    subscriptions, which are then ``default_subscriptions(name)``."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -54,6 +62,14 @@ def read_mapping_file(
     name = document.get("destination")
     if not isinstance(name, str):
         raise MappingError(source, "/destination", "the name of a destination (a string)")
+    warehouse = document.pop("source", None)
+    if warehouse is not None:
+        if source_schema is None:
+            raise MappingError(source, "/source", "no source key: this command reads events")
+        wrapped = {"type": "object", "properties": {"source": source_schema}}
+        DocumentValidator(wrapped).check({"source": warehouse}, source=source)
+        if "subscriptions" not in document and default_subscriptions is not None:
+            document["subscriptions"] = default_subscriptions(name)
     DocumentValidator(schema_of(name, source)).check(document, source=source)
     return MappingFile(
         source=source,
@@ -61,6 +77,7 @@ def read_mapping_file(
         settings=dict(document.get("settings", {})),
         subscriptions=list(document["subscriptions"]),
         options={k: v for k, v in document.items() if k not in _COMMON_KEYS},
+        warehouse=warehouse,
     )
 
 

@@ -7,7 +7,10 @@ the batch of its group. A full batch is handed to a pool of sender threads
 (``concurrency`` batches in flight at most; the rate limiter in the API client keeps
 them under the QPS); what is left is sent at the end of input. Answers are taken in by
 the main thread only, so the counts, the output files and the checkpoint have one
-writer.
+writer. A source may listen (``Listener``): it hears of every finished line with the
+items its subscriptions accepted and of every answered batch (a warehouse query records
+what TikTok holds), words a rejected line's record itself, and may name a line before
+which every earlier one must be answered (removals before the additions that follow).
 
 Order is kept per user: when an item's keys (a user's hashed identifiers) wait in the
 open batch of its ``conflicts`` group (a removal from the audience it adds to, or the
@@ -31,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from destination.errors import (
     ApiUnavailableError,
@@ -47,7 +50,7 @@ from destination.runner.outputs import OutputFile, rejected_record
 from destination.runner.reader import Line
 from destination.runner.route import RoutedLine
 
-__all__ = ["STOP_REASONS", "Pipeline", "Tally"]
+__all__ = ["STOP_REASONS", "Accepted", "Listener", "Pipeline", "Tally"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,7 @@ class _Event:
     keeps its line's number and bytes, not its steps: they hold the digests, which take
     more memory than the bytes."""
 
-    __slots__ = ("accepted", "data", "error", "failures", "number", "raw", "waiting")
+    __slots__ = ("accepted", "data", "error", "failures", "items", "number", "raw", "waiting")
 
     def __init__(
         self, line: RoutedLine, waiting: int, failures: list[_Failure] | None = None
@@ -118,6 +121,7 @@ class _Event:
         self.waiting = waiting
         self.failures: list[_Failure] = failures or []
         self.accepted: list[str] = []
+        self.items: list[Any] = []  # what was sent for each of ``accepted``, when kept
 
     def line(self) -> Line:
         """Its line as the reader gives it (what the rejected file is written from)."""
@@ -139,7 +143,30 @@ class _Stop(Exception):
         super().__init__(message)
 
 
+class Listener(Protocol):
+    """What a source may want to hear of its lines (see ``runner.source.Feedback``)."""
+
+    def finished(self, number: int, delivered: bool, accepted: Sequence[Accepted]) -> None: ...
+
+    def rejected_view(self, number: int) -> dict[str, Any] | None: ...
+
+    def barrier(self) -> int | None: ...
+
+    def answered(self) -> None: ...
+
+
+class Accepted(NamedTuple):
+    """One subscription that accepted an event, and the item it sent for it."""
+
+    subscription: str
+    item: Any
+
+
 class Pipeline:
+    """Places, batches and sends routed lines; ``listener`` (optional) hears of every
+    finished line with what was sent for it, may replace a rejected line's event in the
+    rejected file, and may name a line before which everything must be answered."""
+
     def __init__(
         self,
         subscriptions: Sequence[Subscription],
@@ -151,8 +178,11 @@ class Pipeline:
         tally: Tally | None = None,
         progress: Progress | None = None,
         on_progress: Callable[[Pipeline], None] | None = None,
+        listener: Listener | None = None,
     ) -> None:
         self._subscriptions = subscriptions
+        self._listener = listener
+        self._barrier = listener.barrier() if listener is not None else None
         self._batcher: Batcher[_Item] = Batcher(batch_size)
         self._performers: dict[Hashable, Action] = {}
         self._conflicts: dict[Hashable, Hashable] = {}
@@ -180,19 +210,25 @@ class Pipeline:
                 for line in source:
                     if is_finished(line.number):
                         continue  # done by the run this one resumes
+                    if line.number == self._barrier:
+                        self._answer_all(pool)
                     self._take(line)
                     if ready:
                         self._send_ready(pool)
                     if not answered.empty():
                         self._collect(block=False)
-                for batch in self._batcher.drain():
-                    self._make_ready(batch)
-                self._send_ready(pool)
-                while self._in_flight:
-                    self._collect(block=True)
+                self._answer_all(pool)
             except _Stop as stop:
                 self._stop(stop, source)
         return self.tally
+
+    def _answer_all(self, pool: ThreadPoolExecutor) -> None:
+        """Send every open batch and wait until all are answered."""
+        for batch in self._batcher.drain():
+            self._make_ready(batch)
+        self._send_ready(pool)
+        while self._in_flight:
+            self._collect(block=True)
 
     # -- per event --------------------------------------------------------------------
 
@@ -237,9 +273,11 @@ class Pipeline:
         if full is not None:
             self._make_ready(full)
 
-    def _answer(self, event: _Event, subscription: str, outcome: Outcome) -> None:
+    def _answer(self, event: _Event, subscription: str, outcome: Outcome, item: Any = None) -> None:
         if outcome.ok:
             event.accepted.append(subscription)
+            if self._listener is not None:
+                event.items.append(item)
         else:
             event.failures.append(_Failure(subscription, outcome.reason, outcome.message))
         event.waiting -= 1
@@ -250,6 +288,13 @@ class Pipeline:
         self.progress.finished(event.number)
         tally = self.tally
         tally.received += 1  # counted when finished, so a resumed run never counts it twice
+        listener = self._listener
+        view = None  # the listener's record of a rejected line, asked before it forgets it
+        if listener is not None:
+            if event.failures:
+                view = listener.rejected_view(event.number)
+            accepted = [Accepted(*a) for a in zip(event.accepted, event.items, strict=True)]
+            listener.finished(event.number, not event.failures, accepted)
         if not event.failures:
             tally.delivered += 1
             for name in event.accepted:
@@ -266,7 +311,12 @@ class Pipeline:
             f"{f.subscription}: {f.message}" if f.subscription else f.message
             for f in event.failures
         )
-        self._rejected.write(rejected_record(event.line(), reason, message))
+        if view is None:
+            self._rejected.write(rejected_record(event.line(), reason, message))
+        else:
+            self._rejected.write(
+                {"line": event.number, "reason": reason, "message": message, **view}
+            )
 
     # -- sending ------------------------------------------------------------------------
 
@@ -313,7 +363,9 @@ class Pipeline:
         if len(outcomes) != len(batch.items):
             raise AssertionError(f"{len(outcomes)} outcomes for {len(batch.items)} items")
         for item, outcome in zip(batch.items, outcomes, strict=True):
-            self._answer(item.event, item.subscription, outcome)
+            self._answer(item.event, item.subscription, outcome, item.item)
+        if self._listener is not None:
+            self._listener.answered()
         if self._on_progress is not None:
             self._on_progress(self)
 
@@ -332,7 +384,7 @@ class Pipeline:
                 unanswered += [item.event for item in batch.items]
                 continue
             for item, outcome in zip(batch.items, outcomes, strict=True):
-                self._answer(item.event, item.subscription, outcome)
+                self._answer(item.event, item.subscription, outcome, item.item)
         unanswered += [item.event for batch in self._ready for item in batch.items]
         self._ready.clear()
         unanswered += [item.event for batch in self._batcher.drain() for item in batch.items]

@@ -126,6 +126,7 @@ def _run(
                 tally=Tally.from_json(checkpoint.tally) if resuming and checkpoint else None,
                 progress=checkpoint.progress if checkpoint else None,
                 on_progress=_saver(checkpoint, options.state, rejected, retry, opened),
+                listener=source.listener(),
             )
             workers = workers_for(knobs.workers, source.size())
             earlier = pipeline.tally.received  # a resumed run's count: not this run's pace

@@ -2,9 +2,10 @@
 
 A line's number is its position: checkpoints record which numbers are finished and the
 rejected file names them, so a source must number the same input the same way every
-time. ``NdjsonSource`` reads an NDJSON file or standard input (a warehouse query is the
-next kind). A source also says what identifies its input for a checkpoint, which files
-it reads (no output may be one of them) and how large it is, when that is known.
+time. ``NdjsonSource`` reads an NDJSON file or standard input; a warehouse query
+(``destination.warehouse``) is the other kind. A source also says what identifies its
+input for a checkpoint, which files it reads (no output may be one of them), how large
+it is, when that is known, and whether it listens to what happens to its lines.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import IO, Any, Protocol
 
 from destination.errors import ConfigurationError, InputError
 from destination.runner.checkpoint import fingerprint
+from destination.runner.pipeline import Listener
 from destination.runner.prefix import InputPrefix, PrefixReader
 
 __all__ = ["NdjsonSource", "Opened", "Source"]
@@ -57,6 +59,10 @@ class Source(Protocol):
         """Open it. ``resume`` is None on a first run; when resuming, what ``position``
         gave the checkpoint (empty if it gave nothing). ``hold_from_line`` is the first line
         the checkpoint did not finish, ``where`` the state directory (for messages)."""
+        ...
+
+    def listener(self) -> Listener | None:
+        """What hears of each finished line and answered batch, if anything does."""
         ...
 
 
@@ -125,6 +131,9 @@ class NdjsonSource:
             return os.stat(self._events).st_size
         except OSError:
             return None
+
+    def listener(self) -> Listener | None:
+        return None  # what was delivered is counted and written by the runner alone
 
     def _stdin_stream(self) -> IO[bytes]:
         return self._stdin if self._stdin is not None else sys.stdin.buffer

@@ -21,7 +21,14 @@ from destination.resources import load_schema
 from destination.tiktok.actions import Context, build_action
 from destination.tiktok.fields import CATALOGUE, Mode
 
-__all__ = ["SCHEMA_FILE", "MappingFile", "bind", "load_mapping_file", "template"]
+__all__ = [
+    "SCHEMA_FILE",
+    "MappingFile",
+    "bind",
+    "load_mapping_file",
+    "template",
+    "warehouse_template",
+]
 
 SCHEMA_FILE = "mapping-file.schema.json"
 NAME = "tiktok-audiences"
@@ -56,5 +63,45 @@ def template(mode: Mode, settings: dict[str, Any]) -> dict[str, Any]:
             }
             for info in CATALOGUE.values()
             if info.mode == mode
+        ],
+    }
+
+
+# A warehouse row's event: its columns at the top level, "event" saying which way it goes.
+# "Row Removed" events of rows that left carry the hashes TikTok accepted under these
+# field names (what ``TikTokSession.replay_fields`` gives), which the same mapping reads.
+WAREHOUSE_FIELDS = ("email", "phone", "advertising_id", "device_type")
+
+
+def warehouse_template(settings: dict[str, Any]) -> dict[str, Any]:
+    """A legacy mapping file syncing a query's rows: ``addUser`` for rows to add,
+    ``removeUser`` for rows to remove, each reading the columns named like the fields."""
+    mapping = {name: {"@path": f"$.{name}"} for name in WAREHOUSE_FIELDS}
+    return {
+        "$schema": f"../schemas/{SCHEMA_FILE}",
+        "destination": NAME,
+        "mode": "legacy",
+        "settings": settings,
+        "source": {
+            "url": "duckdb:///customers.duckdb",
+            "query": "select id, email, phone, advertising_id, device_type from customers",
+            "primary_key": "id",
+            "sync_mode": "mirror",
+        },
+        "subscriptions": [
+            {
+                "name": "Add rows to the audience",
+                "action": "addUser",
+                "subscribe": 'event = "Row Added"',
+                "enabled": True,
+                "mapping": mapping,
+            },
+            {
+                "name": "Remove rows from the audience",
+                "action": "removeUser",
+                "subscribe": 'event = "Row Removed"',
+                "enabled": True,
+                "mapping": mapping,
+            },
         ],
     }

@@ -9,6 +9,8 @@ and every subscription bound to the run's actions.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,13 +28,21 @@ from destination.tiktok.api import RetryPolicy, TikTokApi, tiktok_backend
 from destination.tiktok.audiences import DRY_RUN_PREFIX, AudienceRegistry
 from destination.tiktok.auth.provider import check_scopes, stored_entry, token_for_run
 from destination.tiktok.auth.store import TokenStore, default_token_store
-from destination.tiktok.destination import SCHEMA_FILE, template
+from destination.tiktok.destination import SCHEMA_FILE, template, warehouse_template
 from destination.tiktok.fields import CATALOGUE, MODES, Mode
 from destination.tiktok.settings import TIKTOK_SETTINGS, TOKEN_VARIABLE, Settings, access_token
 
 __all__ = ["TIKTOK", "TikTokAudiences", "TikTokRecipe", "TikTokSession"]
 
 NAME = "tiktok-audiences"
+_ADDING = frozenset({"addUser", "addToAudience"})
+# id type -> the payload field whose value (the hash, taken as pre-hashed) reaches it again
+_REPLAY = {
+    "EMAIL_SHA256": "email",
+    "PHONE_SHA256": "phone",
+    "IDFA_SHA256": "advertising_id",
+    "AAID_SHA256": "advertising_id",
+}
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,8 @@ class TikTokSession:
         self._dry_run = dry_run
         self._context = Context(settings=settings, api=api, registry=registry)
         self._subscriptions = bind(mapping, lambda key: build_action(key, self._context))
+        # subscription name -> whether it adds users (what a mirror snapshot records)
+        self._adds = {s.name: s.action.key in _ADDING for s in self._subscriptions}
 
     @property
     def subscriptions(self) -> Sequence[Subscription]:
@@ -112,6 +124,45 @@ class TikTokSession:
         why = self._api.refusals.verdict()
         return None if why is None else ("configuration", why)
 
+    # -- mirroring a warehouse query (kit.destination.MirroredSession) -----------------
+
+    def mirror_target(self) -> str:
+        settings = self._settings
+        if self._mapping.options.get("mode") != "legacy":
+            raise ConfigurationError(
+                f'{self._mapping.source}: a warehouse sync is a legacy-mode file ("mode": '
+                '"legacy"): its rows go to the one audience the settings name'
+            )
+        if not settings.advertiser_id or not settings.audience_id:
+            raise ConfigurationError(
+                f"{self._mapping.source}: a warehouse sync needs the advertiser_id and "
+                "audience_id settings: what the audience holds is recorded per audience"
+            )
+        return f"tiktok:{settings.advertiser_id}:{settings.audience_id}"
+
+    def identity_tag(self) -> str:
+        settings = self._settings
+        options = [
+            settings.default_phone_region,
+            settings.phone_format,
+            settings.email_remove_plus_suffix,
+            settings.email_remove_dots,
+        ]
+        return hashlib.sha256(json.dumps(options).encode()).hexdigest()[:16]
+
+    def replay_fields(self, subscription: str, item: Any) -> dict[str, Any] | None:
+        if self._adds.get(subscription) is not True or not isinstance(item, dict):
+            return None
+        fields: dict[str, Any] = {}
+        for id_type, field_name in _REPLAY.items():
+            if id_type in item:
+                fields[field_name] = item[id_type]
+        if "IDFA_SHA256" in item:
+            fields["device_type"] = "ios"
+        elif "AAID_SHA256" in item:
+            fields["device_type"] = "android"
+        return fields
+
 
 class TikTokAudiences:
     """The destination: TikTok's mapping files, settings and actions."""
@@ -131,8 +182,10 @@ class TikTokAudiences:
         return CATALOGUE
 
     def template(self, variant: str | None) -> dict[str, Any]:
+        if variant == "warehouse":
+            return warehouse_template({})
         if variant not in MODES:
-            raise ValueError(f"--mode must be one of {', '.join(MODES)}")
+            raise ValueError(f"--mode must be one of {', '.join(MODES)}, or warehouse")
         mode: Mode = "legacy" if variant == "legacy" else "native"
         return template(mode, {})
 
