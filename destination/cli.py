@@ -386,6 +386,8 @@ def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
         ),
         environ=os.environ,
     )
+    if "source" in summary:  # a warehouse query: its plan first
+        print(_plan_line(summary, dry_run=args.dry_run), file=sys.stderr)
     where = f" (see {args.rejected})" if args.rejected and summary["rejected"] else ""
     print(
         f"tiktok-audiences: {summary['received']} events: {summary['delivered']} delivered, "
@@ -401,6 +403,16 @@ def _sync(args: argparse.Namespace, stdout: IO[str]) -> int:
         print(f"tiktok-audiences: stopped: {stopped['message']}", file=sys.stderr)
         return STOP_CODES[stopped["reason"]]
     return OK
+
+
+def _plan_line(summary: dict[str, Any], *, dry_run: bool) -> str:
+    """The rows a warehouse sync found changed, with a few keys of each kind on a dry run."""
+    counts = ", ".join(f"{summary[k]} {k}" for k in ("added", "removed", "changed", "unchanged"))
+    line = f"tiktok-audiences: rows: {counts}"
+    if dry_run:
+        for kind, keys in summary["source"]["samples"].items():
+            line += f"\n  {kind}: {', '.join(keys)}" + (" ..." if len(keys) >= 5 else "")
+    return line
 
 
 def _announce(base_url: str) -> None:

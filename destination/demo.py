@@ -2,7 +2,9 @@
 
 Starts the fake server on a free loopback port, syncs the sample events of
 ``fixtures/demo`` through the shipped native and legacy mapping files over real HTTP,
-and prints each summary and what the fake TikTok now holds per audience.
+mirrors the active customers of ``fixtures/demo/customers.duckdb`` into an audience
+twice with a change in between (the second run sends only the change), and prints each
+summary and what the fake TikTok now holds per audience.
 
 Its files (rejected events, the audience state) live in a temporary folder deleted at
 the end: each run starts from a fresh fake TikTok, so kept files would only describe
@@ -13,6 +15,7 @@ and names no path in that folder.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +39,7 @@ DEMO_TOKEN = "demo-access-token"  # noqa: S105 (accepted by the fake server only
 DEMO_APP_ID = "7100000000000000001"
 DEMO_APP_SECRET = "demo-app-secret"  # noqa: S105 (accepted by the fake server only)
 DEMO_LEGACY_AUDIENCE = "Newsletter subscribers"
+DEMO_WAREHOUSE_AUDIENCE = "Active customers (warehouse)"
 CREATE_AUDIENCE = "Create Audience"  # the legacy mapping file's subscription name
 TEMPORARY_FILE = "<a temporary file, deleted after the demo: its lines are shown below>"
 
@@ -94,6 +98,7 @@ def run_demo(out: IO[str], *, work_dir: Path | None = None) -> int:
                 out.write(
                     f"  rejected line {record['line']}: {record['reason']}: {record['message']}\n"
                 )
+        ok = _warehouse_part(fake, fixtures, work, environ, out) and ok
         out.write("\n== what the fake TikTok now holds\n")
         for audience in fake.audiences():
             counts = ", ".join(
@@ -105,6 +110,68 @@ def run_demo(out: IO[str], *, work_dir: Path | None = None) -> int:
             )
         out.write(f"\n{len(fake.requests)} requests reached the fake server.\n")
     return 0 if ok else 1
+
+
+def _warehouse_part(
+    fake: FakeTikTok, fixtures: Path, work: Path, environ: dict[str, str], out: IO[str]
+) -> bool:
+    """A warehouse query mirrored into a new audience twice, a change in between: the
+    second run sends only the change. Runs on a copy of ``customers.duckdb``."""
+    import duckdb  # noqa: PLC0415 (the rest of the demo does not need it)
+
+    database = work / "customers.duckdb"
+    shutil.copyfile(fixtures / "customers.duckdb", database)
+    audience_id = fake.add_audience(DEMO_ADVERTISER_ID, DEMO_WAREHOUSE_AUDIENCE)
+    document = json.loads((data_dir("mappings") / "warehouse-duckdb.json").read_text("utf-8"))
+    document["settings"]["audience_id"] = audience_id
+    document["source"]["url"] = f"duckdb:///{database}"
+    mapping = work / "warehouse-duckdb.json"
+    mapping.write_text(json.dumps(document), "utf-8")
+    ok = True
+    changes = (
+        "update customers set email = 'ada@new.example.com' where id = 1",
+        "update customers set active = false where id = 2",
+        "insert into customers values (8, 'margaret@example.com', null, null, null, true)",
+    )
+    for run, step in enumerate(("first run: every active customer", "second run: the changes")):
+        if run == 1:
+            with duckdb.connect(str(database)) as connection:
+                for statement in changes:
+                    connection.execute(statement)
+            out.write("\n   changed in the warehouse:\n")
+            out.writelines(f"     {statement}\n" for statement in changes)
+        rejected = work / f"warehouse-rejected-{run}.ndjson"
+        summary = run_sync(
+            SyncOptions(mapping=mapping, events=None, rejected=rejected, state=work / "state"),
+            environ=environ,
+        )
+        ok = ok and summary["received"] == summary["delivered"] + summary["rejected"]
+        out.write(
+            f"\n== warehouse, {step}: mappings/warehouse-duckdb.json on fixtures/demo/"
+            "customers.duckdb (mirror mode)\n"
+        )
+        shown = {k: summary[k] for k in _WAREHOUSE_KEYS}
+        out.write(json.dumps(shown, indent=2) + "\n")
+        for line in rejected.read_text("utf-8").splitlines():
+            record = json.loads(line)
+            out.write(
+                f"  rejected row {record['primary_key']}: {record['reason']}: {record['message']}\n"
+            )
+    return ok
+
+
+# what the demo shows of a warehouse sync's summary
+_WAREHOUSE_KEYS = (
+    "added",
+    "removed",
+    "changed",
+    "unchanged",
+    "received",
+    "delivered",
+    "rejected",
+    "requests",
+    "source",
+)
 
 
 def _creations_note(summary: dict[str, Any]) -> str | None:

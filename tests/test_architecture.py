@@ -90,3 +90,26 @@ def test_the_webhook_is_built_from_the_kit_without_tiktok(module: str) -> None:
         if under(name, "destination.tiktok", "destination.fake_server")
     ]
     assert not bad, bad
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if under(m, "destination.warehouse")))
+def test_the_warehouse_source_never_reaches_a_destination_or_the_cli(module: str) -> None:
+    """A warehouse query is a source: it talks to a destination through the kit's
+    ``MirroredSession`` only, whichever destination the mapping file names."""
+    bad = [
+        " -> ".join(chain)
+        for name, chain in reachable(module)
+        if under(name, *DESTINATIONS, "destination.cli", "destination.runner.sync")
+    ]
+    assert not bad, bad
+
+
+def test_destinations_never_reach_the_warehouse() -> None:
+    bad = [
+        " -> ".join(chain)
+        for module in MODULES
+        if under(module, *DESTINATIONS)
+        for name, chain in reachable(module)
+        if under(name, "destination.warehouse")
+    ]
+    assert not bad, bad

@@ -1,7 +1,8 @@
 """Progress of a long run: how far the input is read, how many events are finished.
 
 A thread samples the run every ``interval`` seconds, so the event route pays nothing for
-it: the input's position is read from its file descriptor and the count from the
+it: the input's position is read from its file descriptor (or a warehouse source's
+``progress()``: changes read of the plan's) and the count from the
 pipeline's tally (one integer, written by the main thread only). What is done with a
 sample is the caller's: the CLI draws a progress bar on a terminal (``TerminalBar``)
 or, with ``-v``, logs a line now and then (``LogLines``).
@@ -34,6 +35,7 @@ class Sample:
     total_bytes: int | None
     events: int
     seconds: float
+    unit: str = "B"  # what ``bytes_read`` counts: bytes, or a source's own ("changes")
 
     @property
     def events_per_second(self) -> float:
@@ -69,16 +71,14 @@ def watching(
     if show is None:
         yield
         return
-    fd, total = _position_of(stream)
+    read_so_far = _reading(stream)
+    unit = str(getattr(stream, "unit", "B"))
     start = clock()
     stop = threading.Event()
 
     def take() -> None:
-        read = 0
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                read = os.lseek(fd, 0, os.SEEK_CUR)
-        show.sample(Sample(read, total, events(), clock() - start))
+        read, total = read_so_far()
+        show.sample(Sample(read, total, events(), clock() - start, unit))
 
     def loop() -> None:
         while not stop.wait(interval):
@@ -93,6 +93,24 @@ def watching(
         stop.set()
         thread.join()
         show.close()
+
+
+def _reading(stream: object) -> Callable[[], tuple[int, int | None]]:
+    """How much of the input was read, of how much: a stream's ``progress()`` when it has
+    one (a warehouse source counts changes), else its file position and size."""
+    progress: Callable[[], tuple[int, int | None]] | None = getattr(stream, "progress", None)
+    if progress is not None:
+        return progress
+    fd, total = _position_of(stream)
+
+    def position() -> tuple[int, int | None]:
+        if fd is None:
+            return 0, total
+        with contextlib.suppress(OSError):
+            return os.lseek(fd, 0, os.SEEK_CUR), total
+        return 0, total
+
+    return position
 
 
 def _position_of(stream: object) -> tuple[int | None, int | None]:
@@ -118,8 +136,8 @@ class TerminalBar:
         if bar is None:
             bar = self._bar = tqdm(
                 total=sample.total_bytes,
-                unit="B",
-                unit_scale=True,
+                unit=sample.unit if sample.unit == "B" else f" {sample.unit}",
+                unit_scale=sample.unit == "B",
                 file=self._out,
                 dynamic_ncols=True,
                 leave=False,

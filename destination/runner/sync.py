@@ -105,6 +105,10 @@ def run_sync(
 ) -> dict[str, Any]:
     """Run one sync and return its summary (see the README for the keys)."""
     opened = open_mapping(options.mapping)
+    if opened.mapping.warehouse is None and options.events is None:
+        raise ConfigurationError(
+            f"--events is required: {options.mapping} has no source (a warehouse query)"
+        )
     values = resolve(
         opened.declared, opened.mapping.settings, environ=environ, flags=options.overrides
     )
@@ -113,10 +117,7 @@ def run_sync(
     )
     if opened.mapping.warehouse is not None:
         return _sync_warehouse(opened, session, values, options)
-    if options.events is None:
-        raise ConfigurationError(
-            f"--events is required: {options.mapping} has no source (a warehouse query)"
-        )
+    assert options.events is not None
     state = None if options.dry_run else options.state  # a dry run keeps no checkpoint
     source = NdjsonSource(options.events, stdin=stdin, digest=state is not None)
     _refuse_clashing_paths(options, source, session)

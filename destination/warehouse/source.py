@@ -19,7 +19,6 @@ query and only changed rows leave it.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -292,7 +291,9 @@ class WarehouseSource:
         self, *, resume: dict[str, Any] | None, hold_from_line: int, where: str
     ) -> Iterator[_Changes]:
         del resume, hold_from_line, where  # the snapshot is this source's checkpoint
-        yield _Changes(self._events())
+        plan = self._plan
+        total = None if plan is None else self._line_count(plan)
+        yield _Changes(self._events(), total)
         self._record()
 
     def listener(self) -> WarehouseSource:
@@ -331,6 +332,13 @@ class WarehouseSource:
         return ", ".join(f"{k}={v}" for k, v in self._primary_key(pk).items())
 
     # -- the pipeline's Listener ---------------------------------------------------------
+
+    def _line_count(self, plan: snapshot.Plan) -> int:
+        """The events the plan makes: a changed row is a removal and an addition in
+        mirror mode."""
+        if self._spec.sync_mode == "mirror":
+            return plan.added + plan.removed + 2 * plan.changed
+        return plan.removed if self._spec.sync_mode == "remove" else plan.added + plan.changed
 
     def barrier(self) -> int | None:
         plan = self._plan
@@ -411,15 +419,28 @@ class WarehouseSource:
 
 
 class _Changes:
-    """The changes as an ``Opened``: NDJSON lines, one ``readline`` at a time."""
+    """The changes as an ``Opened``: NDJSON lines, one ``readline`` at a time; its
+    ``raw`` tells the progress meter how many of the plan's changes were read."""
 
-    def __init__(self, lines: Iterator[bytes]) -> None:
+    unit = "changes"
+
+    def __init__(self, lines: Iterator[bytes], total: int | None) -> None:
         self._lines = lines
-        self.raw = io.BytesIO()  # no file position: progress counts events
+        self._total = total
+        self._read = 0
 
     def readline(self, size: int = -1, /) -> bytes:
         del size  # a line longer than the limit is the runner's to reject
-        return next(self._lines, b"")
+        line = next(self._lines, b"")
+        self._read += bool(line)
+        return line
 
     def position(self) -> dict[str, Any] | None:
         return None
+
+    def progress(self) -> tuple[int, int | None]:
+        return self._read, self._total
+
+    @property
+    def raw(self) -> _Changes:
+        return self
