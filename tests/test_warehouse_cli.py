@@ -19,7 +19,6 @@ from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.runner.meter import LogLines
 from destination.runner.sync import SyncOptions, run_sync
 from tests.warehouse_support import (
-    ADVERTISER,
     ENVIRON,
     TOKEN,
     fake_with_audience,
@@ -228,8 +227,7 @@ def test_own_subscriptions_map_other_columns(tmp_path: Path) -> None:
 def test_the_shipped_warehouse_mapping_file_runs_on_the_demo_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake, _ = fake_with_audience()
-    audience = fake.add_audience(ADVERTISER, "second")  # the file names the second audience
+    fake, audience = fake_with_audience()  # the fake's first audience, as the file names
     shutil.copytree(ROOT / "fixtures" / "demo", tmp_path / "fixtures" / "demo")
     monkeypatch.chdir(tmp_path)  # its URL is relative to the working directory
     summary = run_sync(
@@ -239,7 +237,7 @@ def test_the_shipped_warehouse_mapping_file_runs_on_the_demo_database(
         environ=ENVIRON,
         backend=fake,
     )
-    assert audience == "1800000000000000002"
+    assert audience == "1800000000000000001"
     assert summary["added"] == 5 and summary["delivered"] == 5
 
 
