@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from destination.warehouse.engines import DuckDBEngine, Engine, QueryRefused, SqlAlchemyEngine
+from destination.warehouse.engines import DuckDBEngine, Engine, QueryRefused, PostgresEngine
 from destination.warehouse.spec import read_spec
 
 ROW = "select 7 as id, 'a@example.com' as email, 'x' as part"
@@ -34,7 +34,7 @@ def postgres_engine(postgres_url: str) -> Iterator[Engine]:
     spec = read_spec(
         {"url": postgres_url, "query": "select 1", "primary_key": "id"}, mapping="m.json"
     )
-    engine = SqlAlchemyEngine(spec)
+    engine = PostgresEngine(spec)
     yield engine
     engine.close()
 

@@ -7,8 +7,9 @@ keys are computed by each engine's own functions through those templates; a test
 each against known digests (transpilers get them wrong: bytes vs hex, upper vs lower).
 
 - ``duckdb:///path.duckdb`` (or ``duckdb:///:memory:``): the embedded default;
-- ``postgresql://...`` and any other URL with a SQLAlchemy dialect (its driver
-  installed): through SQLAlchemy; PostgreSQL is tested, others run the generic templates;
+- ``postgresql://...``: through SQLAlchemy and psycopg;
+- any other URL with a SQLAlchemy dialect (its driver installed): read row by row
+  (``SqlAlchemyRows``), the diff in the local DuckDB;
 - ``spark://...``: Spark SQL (``destination.warehouse.spark``, the ``spark`` extra).
 
 Failing to reach the database is an ``InputError`` (exit 6); a query the engine refuses
@@ -22,7 +23,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from destination.errors import InputError, MappingError
 from destination.warehouse.spec import SourceSpec
@@ -30,13 +31,14 @@ from destination.warehouse.spec import SourceSpec
 __all__ = [
     "DUCKDB",
     "POSTGRESQL",
-    "SQL_STANDARD",
     "Dialect",
     "DuckDBEngine",
     "Engine",
+    "PostgresEngine",
     "QueryRefused",
     "Recorded",
-    "SqlAlchemyEngine",
+    "RowSource",
+    "SqlAlchemyRows",
     "open_engine",
 ]
 
@@ -111,43 +113,38 @@ POSTGRESQL = Dialect(
     changes="wh_changes",
     temporary="create temporary table wh_changes as {select}",
 )
-# Other SQLAlchemy engines: standard SQL, md5 and to_json being the common spellings
-# (Trino, Snowflake, BigQuery and Databricks differ here: untested, see the README).
-SQL_STANDARD = Dialect(
-    name="sql",
-    md5="lower(md5({}))",
-    text="cast({} as varchar)",
-    row_json="cast(to_json(q) as varchar)",
-    separator="chr(31)",
-    quote=_double_quote,
-    text_type="varchar(4000)",
-    changes="wh_changes",
-    temporary="create temporary table wh_changes as {select}",
-)
 
 
-class Engine(Protocol):
-    """A database a warehouse sync runs SQL on."""
+class RowSource(Protocol):
+    """A database a warehouse sync reads the query's rows from."""
+
+    def columns(self, sql: str) -> list[str]:
+        """The column names of ``sql``'s result (``QueryRefused`` if the engine refuses
+        it)."""
+        ...
+
+    def stream(
+        self, sql: str, params: Params | None = None, *, size: int
+    ) -> Iterator[Sequence[Any]]:
+        """A result row by row, fetched ``size`` at a time."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Engine(RowSource, Protocol):
+    """A database a warehouse sync also diffs in and keeps a snapshot in: its SQL
+    templates are known (``dialect``) and tested."""
 
     @property
     def dialect(self) -> Dialect: ...
-
-    def columns(self, sql: str) -> list[str]:
-        """The column names of ``sql``'s result (``MappingError`` if the engine refuses
-        it)."""
-        ...
 
     def rows(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
         """A small result, whole."""
         ...
 
     def execute(self, sql: str, params: Params | None = None) -> None: ...
-
-    def stream(
-        self, sql: str, params: Params | None = None, *, size: int
-    ) -> Iterator[Sequence[Any]]:
-        """A result row by row, fetched ``size`` at a time on a connection of its own."""
-        ...
 
     def create_snapshot(self, table: str) -> None:
         """Create the snapshot ``table`` (a qualified name) and its schema, if missing:
@@ -162,8 +159,6 @@ class Engine(Protocol):
         """In one transaction, on a connection other than the streams': the keys ``drop``
         and those of ``put`` leave the target's snapshot, then ``put`` enter it."""
         ...
-
-    def close(self) -> None: ...
 
 
 class Recorded(NamedTuple):
@@ -307,8 +302,10 @@ class DuckDBEngine:
         self._connection.close()
 
 
-class SqlAlchemyEngine:
-    """A server engine through SQLAlchemy (PostgreSQL through psycopg)."""
+class SqlAlchemyRows:
+    """Any engine with a SQLAlchemy dialect, read row by row: only ``select * from
+    (query)`` runs there (keys, fingerprints and JSON are made in Python, the diff in
+    the local DuckDB), so no engine-specific SQL is needed."""
 
     def __init__(self, spec: SourceSpec) -> None:
         import sqlalchemy  # noqa: PLC0415
@@ -316,7 +313,6 @@ class SqlAlchemyEngine:
         self._sa = sqlalchemy
         self._password = spec.url.password
         self._shown = spec.shown_url
-        self.dialect = POSTGRESQL if spec.engine == "postgresql" else SQL_STANDARD
         url = spec.url
         if spec.engine == "postgresql" and url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
@@ -359,15 +355,6 @@ class SqlAlchemyEngine:
         self._main.commit()
         return names
 
-    def rows(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
-        rows = [tuple(r) for r in self._run(self._main, sql, params)]
-        self._main.commit()
-        return rows
-
-    def execute(self, sql: str, params: Params | None = None) -> None:
-        self._run(self._main, sql, params)
-        self._main.commit()
-
     def stream(
         self, sql: str, params: Params | None = None, *, size: int
     ) -> Iterator[Sequence[Any]]:
@@ -379,6 +366,31 @@ class SqlAlchemyEngine:
         finally:
             result.close()
             self._main.commit()
+
+    _writing: Any = None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._writing is not None:
+                self._writing.close()
+            self._main.close()
+        self._engine.dispose()
+
+
+class PostgresEngine(SqlAlchemyRows):
+    """PostgreSQL through SQLAlchemy and psycopg: its templates are tested, so the diff
+    and the snapshot may live there (``state_schema``)."""
+
+    dialect = POSTGRESQL
+
+    def rows(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        rows = [tuple(r) for r in self._run(self._main, sql, params)]
+        self._main.commit()
+        return rows
+
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        self._run(self._main, sql, params)
+        self._main.commit()
 
     def create_snapshot(self, table: str) -> None:
         schema = table.rsplit(".", 1)[0]
@@ -417,32 +429,25 @@ class SqlAlchemyEngine:
                 f"{self._scrub(_first_line(exc.orig))}"
             ) from None
 
-    _writing: Any = None
-
     def _writer(self) -> Any:
         if self._writing is None:
             self._writing = self._connect()
         return self._writing
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._writing is not None:
-                self._writing.close()
-            self._main.close()
-        self._engine.dispose()
 
 
 class QueryRefused(Exception):
     """The engine refused a statement; its first line says why (no password in it)."""
 
 
-def open_engine(spec: SourceSpec) -> Engine:
+def open_engine(spec: SourceSpec) -> Engine | RowSource:
     """The source's engine, connected (not for a DuckDB URL: see ``DuckDBEngine``)."""
     if spec.engine == "spark":
         from destination.warehouse.spark import SparkEngine  # noqa: PLC0415
 
         return SparkEngine(spec)
-    return SqlAlchemyEngine(spec)
+    if spec.engine == "postgresql":
+        return PostgresEngine(spec)
+    return SqlAlchemyRows(spec)
 
 
 def refused(spec: SourceSpec, exc: QueryRefused) -> MappingError:

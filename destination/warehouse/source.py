@@ -19,6 +19,7 @@ query and only changed rows leave it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,6 +37,7 @@ from destination.warehouse.engines import (
     Engine,
     QueryRefused,
     Recorded,
+    RowSource,
     open_engine,
     refused,
 )
@@ -86,6 +88,7 @@ class WarehouseSource:
         self._drop: list[str] = []
         self._put: list[Recorded] = []
         self._recorded = 0
+        self._null_keys = 0  # rows without a key, met while staging another engine's rows
 
     # -- before any call ----------------------------------------------------------------
 
@@ -113,11 +116,16 @@ class WarehouseSource:
         self._engine = diff_engine
         columns = source.columns(spec.query)
         self._check_columns(columns)
-        self._check_keys(source)
-        current = source.dialect.current(spec.query, spec.primary_key, self._tag)
-        if source is not diff_engine:  # rows of another engine, into the local DuckDB
+        if isinstance(source, Engine):
+            self._check_keys(source)
+            current = source.dialect.current(spec.query, spec.primary_key, self._tag)
+            if source is not diff_engine:  # rows of another engine, into the local DuckDB
+                assert isinstance(diff_engine, DuckDBEngine)
+                current = self._stage(source.stream(current, size=FETCH_ROWS), diff_engine)
+        else:  # an engine without tested templates: rows made into keys here
             assert isinstance(diff_engine, DuckDBEngine)
-            current = self._stage(source, diff_engine, current)
+            current = self._stage(self._keyed(source, columns), diff_engine)
+            self._check_keys(diff_engine, query="select pk from wh_work.wh_current", staged=True)
         if spec.state_schema is not None:
             self._table = f"{spec.state_schema}.{snapshot.TABLE}"
             if spec.engine == "duckdb":
@@ -136,7 +144,7 @@ class WarehouseSource:
             params=params,
         )
 
-    def _engines(self) -> tuple[Engine, Engine]:
+    def _engines(self) -> tuple[Engine | RowSource, Engine]:
         """The source's engine and the one the diff runs in (the same, or the state
         directory's DuckDB)."""
         spec = self._spec
@@ -163,6 +171,13 @@ class WarehouseSource:
         source = open_engine(spec)
         self._held.callback(source.close)
         if not local:
+            if not isinstance(source, Engine):
+                raise MappingError(
+                    spec.mapping,
+                    "/source/state_schema",
+                    f"no state_schema on {spec.engine}: the snapshot can live in DuckDB, "
+                    "PostgreSQL or Spark; leave it out to keep it under --state",
+                )
             return source, source
         state = DuckDBEngine(
             memory_limit=MEMORY_LIMIT,
@@ -226,21 +241,28 @@ class WarehouseSource:
                 spec.mapping, "/source/query", "a query whose columns differ in name"
             )
 
-    def _check_keys(self, source: Engine) -> None:
-        """No row without its key, no key twice: stop before any call, naming them."""
+    def _check_keys(self, source: Engine, *, query: str = "", staged: bool = False) -> None:
+        """No row without its key, no key twice: stop before any call, naming them. On
+        ``staged`` rows (``query`` gives their ``pk``) rows without a key were counted
+        while staging."""
         spec = self._spec
-        quoted = [source.dialect.quote(c) for c in spec.primary_key]
-        nulls = " or ".join(f"q.{c} is null" for c in quoted)
-        count = source.rows(f"select count(*) from ({spec.query}) as q where {nulls}")[0][0]
+        if staged:
+            count = self._null_keys
+            key = "q.pk"
+        else:
+            query = spec.query
+            quoted = [source.dialect.quote(c) for c in spec.primary_key]
+            nulls = " or ".join(f"q.{c} is null" for c in quoted)
+            count = source.rows(f"select count(*) from ({query}) as q where {nulls}")[0][0]
+            key = source.dialect.key(spec.primary_key)
         if count:
             raise MappingError(
                 spec.mapping,
                 "/source/primary_key",
                 f"a key every row has; {count} rows have none (null)",
             )
-        key = source.dialect.key(spec.primary_key)
         twice = source.rows(
-            f"select {key}, count(*) from ({spec.query}) as q group by {key} "
+            f"select {key}, count(*) from ({query}) as q group by {key} "
             "having count(*) > 1 order by 1 limit 10"
         )
         if twice:
@@ -251,13 +273,29 @@ class WarehouseSource:
                 f"a key no two rows share; these are duplicated: {shown}",
             )
 
-    def _stage(self, source: Engine, local: DuckDBEngine, current: str) -> str:
-        """Stream ``current`` (key, fingerprint, row) of another engine into the local
+    def _keyed(self, source: RowSource, columns: Sequence[str]) -> Iterator[Sequence[Any]]:
+        """The query's rows as ``(pk, fp, row)`` made here: the key's columns as text
+        joined by the unit separator, the row as JSON (values JSON cannot hold, such as
+        decimals, as text), the fingerprint the MD5 of the settings tag and that JSON."""
+        spec = self._spec
+        at = [columns.index(c) for c in spec.primary_key]
+        for values in source.stream(f"select * from ({spec.query}) as q", size=FETCH_ROWS):
+            key = [values[i] for i in at]
+            if any(v is None for v in key):
+                self._null_keys += 1
+                continue
+            row = orjson.dumps(dict(zip(columns, values, strict=True)), default=str).decode()
+            # a change detector like the engines' md5(), not a protection
+            fingerprint = hashlib.md5((self._tag + row).encode(), usedforsecurity=False).hexdigest()
+            yield "\x1f".join(map(str, key)), fingerprint, row
+
+    def _stage(self, rows: Iterator[Sequence[Any]], local: DuckDBEngine) -> str:
+        """Stream ``rows`` (key, fingerprint, row) of another engine into the local
         DuckDB, in batches; the SQL of the staged rows."""
         local.execute("create table wh_work.wh_current (pk varchar, fp varchar, row varchar)")
         batch: list[Sequence[Any]] = []
         read = 0
-        for row in source.stream(current, size=FETCH_ROWS):
+        for row in rows:
             batch.append(row)
             if len(batch) >= FETCH_ROWS:
                 local.load("wh_work.wh_current", ("pk", "fp", "row"), batch)
