@@ -1,0 +1,284 @@
+"""Spark SQL, in local mode, as a warehouse engine (the ``spark`` extra: pyspark, Java 17+).
+
+The URL is ``spark://local[N]?warehouse=DIR``: the host is Spark's local master
+(``local``, ``local[N]`` for N cores, ``local[*]`` for all; ``spark://?warehouse=DIR``
+is ``local[*]``), and ``warehouse`` the folder that is the catalog. Spark runs in this
+process's JVM on loopback only (driver bound to 127.0.0.1, no web UI); a cluster master
+is refused.
+
+The catalog is Spark's in-memory one, rebuilt from ``DIR`` at every start: each folder
+``DIR/SCHEMA/TABLE`` holding Parquet files is registered as the external table
+``SCHEMA.TABLE`` (what ``df.write.parquet("DIR/shop/customers")`` or any Parquet writer
+leaves there; unpartitioned), so the query reads ``shop.customers``. A query may also read
+files anywhere by path (``select * from parquet.`/data/customers```). Neither a Hive
+metastore (a Derby database one process at a time, seconds more at each start) nor Delta
+is needed: what persists from run to run is Parquet files under ``DIR``.
+
+With ``state_schema`` S, the snapshot is the table ``S.tiktok_audiences_snapshot`` in
+``DIR/S/tiktok_audiences_snapshot``. Parquet tables cannot delete or update, so the
+snapshot is an append-only log: each ``record`` appends, in one insert (one job whose
+files appear at its commit, or not at all), an entry per key it drops (``gone``) or puts,
+numbered by ``version`` after every earlier entry; a key's latest entry is what the
+target holds. One run at a time per snapshot (two would number entries alike). The log
+only grows (an entry per change, files per answered batch).
+
+The run's changes are a Parquet table of a work database in a temporary folder of the
+run, written once by the diff: a cached view would be recomputed when the snapshot it
+was computed from changes under it, as it does while the changes are read.
+
+Without ``state_schema`` the query's rows are streamed into the local DuckDB
+(``Engine.stream``), a partition at a time. A query Spark refuses (parse or analysis
+error, a failing cast) is ``QueryRefused`` with Spark's first line; no pyspark or no Java
+is an ``InputError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from destination.errors import InputError, MappingError
+from destination.warehouse.engines import Dialect, Params, QueryRefused, Recorded, _first_line
+from destination.warehouse.spec import SourceSpec
+
+__all__ = ["SPARK", "SparkEngine"]
+
+
+def _backtick(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+WORK = "tiktok_audiences_work"  # the run's database, in its temporary folder
+
+SPARK = Dialect(
+    name="spark",
+    md5="md5({})",  # lowercase hex
+    text="cast({} as string)",
+    # nulls kept, as the other engines' JSON does (Spark's default drops them)
+    row_json="to_json(struct(q.*), map('ignoreNullFields', 'false'))",
+    separator="char(31)",
+    quote=_backtick,
+    text_type="string",
+    changes=f"{WORK}.wh_changes",
+    temporary=f"create table {WORK}.wh_changes using parquet as {{select}}",
+)
+
+_MASTER = re.compile(r"local(\[(\d+|\*)\])?")
+# Spark's own log lines: errors only (its default is every INFO line on stderr). Spark's
+# loggers are configured by name, or Spark would set them to WARN and say so on stderr.
+_LOG4J = """\
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = stderr
+logger.spark.name = org.apache.spark
+logger.spark.level = error
+appender.stderr.type = Console
+appender.stderr.name = stderr
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = spark %p %c{1}: %m%n
+"""
+_SETTINGS = {
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.sql.catalogImplementation": "in-memory",
+}
+_SNAPSHOT_COLUMNS = (
+    "target string, pk string, fp string, replay string, version bigint, gone boolean"
+)
+
+
+class SparkEngine:
+    """Spark SQL through pyspark: a session of its own over the process's Spark (started
+    here, and stopped by ``close``, unless one already runs in the process)."""
+
+    dialect = SPARK
+
+    def __init__(self, spec: SourceSpec) -> None:
+        master = _master(spec)
+        self._warehouse = _warehouse(spec)
+        try:
+            from pyspark import SparkContext  # noqa: PLC0415 (the spark extra)
+            from pyspark.errors import PySparkException  # noqa: PLC0415
+            from pyspark.sql import SparkSession  # noqa: PLC0415
+        except ImportError:
+            raise InputError(
+                f"{spec.shown_url} needs pyspark: pip install 'tiktok-audiences[spark]'"
+            ) from None
+        self._refused: type[Exception] = PySparkException
+        self._work = Path(tempfile.mkdtemp(prefix="tiktok-audiences-spark-"))
+        self._started = SparkContext._active_spark_context is None
+        try:
+            shared = self._start(SparkSession, master)
+        except Exception as exc:
+            shutil.rmtree(self._work, ignore_errors=True)
+            raise InputError(
+                f"cannot start Spark for {spec.shown_url} (it needs Java 17 or later: "
+                f"java on PATH or JAVA_HOME): {_first_line(exc)}"
+            ) from None
+        self._spark: Any = shared.newSession()  # temporary views and settings of its own
+        self._quiet()
+        self._version: int | None = None  # the snapshot's last entry, once read
+        self.execute(f"drop database if exists {WORK} cascade")
+        self.execute(f"create database {WORK} location {_path(self._work / 'work')}")
+        self._register()
+
+    def _start(self, session: Any, master: str) -> Any:
+        """The process's Spark session, started if none runs; Spark's Ctrl-C handler
+        (it holds the context, stopped by ``close``) gives way to the process's own."""
+        log4j = self._work / "log4j2.properties"
+        log4j.write_text(_LOG4J, encoding="utf-8")
+        builder = session.builder.master(master).appName("tiktok-audiences")
+        settings = {
+            **_SETTINGS,
+            "spark.sql.warehouse.dir": str(self._warehouse),
+            "spark.local.dir": str(self._work / "local"),
+            "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={log4j}",
+        }
+        for name, value in settings.items():
+            builder = builder.config(name, value)
+        main = threading.current_thread() is threading.main_thread()
+        handler = signal.getsignal(signal.SIGINT) if main else None
+        try:
+            return builder.getOrCreate()
+        finally:
+            if handler is not None:
+                signal.signal(signal.SIGINT, handler)
+
+    @staticmethod
+    def _quiet() -> None:
+        """PySpark logs each refused query with its Java stack on stderr; the refusal
+        reaches the user once, as ``QueryRefused``."""
+        from pyspark.logger import PySparkLogger  # noqa: PLC0415
+
+        for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+            PySparkLogger.getLogger(name).disabled = True
+
+    def _register(self) -> None:
+        """Each ``DIR/SCHEMA/TABLE`` folder of Parquet files as table ``SCHEMA.TABLE``
+        (the in-memory catalog starts empty; a table already known stays as it is)."""
+        for schema in sorted(self._warehouse.iterdir()):
+            if not schema.is_dir() or schema.name.startswith((".", "_")):
+                continue
+            tables = [
+                t for t in sorted(schema.iterdir()) if t.is_dir() and any(t.glob("*.parquet"))
+            ]
+            if not tables:
+                continue
+            self.execute(
+                f"create database if not exists {_backtick(schema.name)} location {_path(schema)}"
+            )
+            for table in tables:
+                self.execute(
+                    f"create table if not exists {_backtick(schema.name)}.{_backtick(table.name)} "
+                    f"using parquet location {_path(table)}"
+                )
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except self._refused as exc:
+            raise QueryRefused(_first_line(exc)) from None
+
+    def _sql(self, sql: str, params: Params | None) -> Any:
+        """``sql`` as a DataFrame (a statement runs now); ``:name`` markers bound by Spark."""
+        return self._spark.sql(sql, args=dict(params) if params else None)
+
+    def columns(self, sql: str) -> list[str]:
+        with self._guard():
+            return list(self._sql(sql, None).columns)
+
+    def rows(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        with self._guard():
+            return [tuple(row) for row in self._sql(sql, params).collect()]
+
+    def execute(self, sql: str, params: Params | None = None) -> None:
+        with self._guard():
+            self._sql(sql, params)
+
+    def stream(
+        self, sql: str, params: Params | None = None, *, size: int
+    ) -> Iterator[Sequence[Any]]:
+        del size  # Spark hands the driver one partition at a time
+        with self._guard():
+            yield from self._sql(sql, params).toLocalIterator(prefetchPartitions=True)
+
+    def create_snapshot(self, table: str) -> None:
+        schema, name = table.rsplit(".", 1)
+        folder = self._warehouse / schema
+        self.execute(f"create database if not exists {schema} location {_path(folder)}")
+        self.execute(
+            f"create table if not exists {table} ({_SNAPSHOT_COLUMNS}) using parquet "
+            f"location {_path(folder / name)}"
+        )
+
+    def snapshot_select(self, table: str) -> str:
+        latest = (
+            "select pk, fp, replay, gone, "
+            "row_number() over (partition by pk order by version desc) as n "
+            f"from {table} where target = :target"
+        )
+        return f"select pk, fp, replay from ({latest}) as e where n = 1 and not gone"
+
+    def record(self, table: str, target: str, drop: Sequence[str], put: Sequence[Recorded]) -> None:
+        with self._guard():
+            if self._version is None:
+                self._version = int(
+                    self.rows(f"select coalesce(max(version), 0) from {table}")[0][0]
+                )
+            first = self._version + 1
+            entries: list[tuple[str, str, str, str | None, int, bool]]
+            entries = [(target, pk, "", None, first + i, True) for i, pk in enumerate(drop)]
+            first += len(drop)  # a key dropped and put again: the put comes after
+            entries += [(target, r.pk, r.fp, r.replay, first + i, False) for i, r in enumerate(put)]
+            if not entries:
+                return
+            frame = self._spark.createDataFrame(entries, schema=_SNAPSHOT_COLUMNS)
+            frame.coalesce(1).write.insertInto(table)
+            self._version = first + len(put) - 1
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._started:
+                self._spark.stop()
+        shutil.rmtree(self._work, ignore_errors=True)
+
+
+def _master(spec: SourceSpec) -> str:
+    master = spec.url.host or "local[*]"
+    if not _MASTER.fullmatch(master):
+        raise MappingError(
+            spec.mapping,
+            "/source/url",
+            f"Spark in local mode: spark://local[N]?warehouse=DIR (not the master {master})",
+        )
+    return master
+
+
+def _warehouse(spec: SourceSpec) -> Path:
+    folder = spec.url.query.get("warehouse")
+    if not isinstance(folder, str) or not folder:
+        raise MappingError(
+            spec.mapping,
+            "/source/url",
+            "a Spark URL with its warehouse folder: spark://local[N]?warehouse=DIR",
+        )
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise InputError(f"the Spark warehouse folder {path} does not exist")
+    return path
+
+
+def _path(path: Path) -> str:
+    """A folder as a Spark string literal (backslashes are escapes there)."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
