@@ -340,7 +340,7 @@ class SqlAlchemyRows:
 
     def _run(self, connection: Any, sql: str, params: Params | None) -> Any:
         try:
-            return connection.execute(self._sa.text(sql), dict(params or {}))
+            return connection.execute(self._sa.text(_colons(sql, params)), dict(params or {}))
         except self._sa.exc.DBAPIError as exc:
             connection.rollback()
             if exc.connection_invalidated:
@@ -457,14 +457,25 @@ def refused(spec: SourceSpec, exc: QueryRefused) -> MappingError:
     )
 
 
-_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+# ``:name`` as SQLAlchemy's ``text`` reads a bind parameter (``::`` casts are not)
+_NAMED = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
 
 
 def _dollar(sql: str, params: Params | None) -> tuple[str, dict[str, Any]]:
     """``:name`` parameters as DuckDB's ``$name``, with only the parameters ``sql`` uses
-    (DuckDB refuses any other)."""
-    used = set(_NAMED.findall(sql))
-    return _NAMED.sub(r"$\1", sql), {k: v for k, v in (params or {}).items() if k in used}
+    (DuckDB refuses any other). Only names in ``params`` are parameters: any other
+    ``:word`` is the user's query's text (``'tier :gold'``) and stays as written."""
+    given = params or {}
+    used = {m for m in _NAMED.findall(sql) if m in given}
+    text = _NAMED.sub(lambda m: f"${m[1]}" if m[1] in given else m[0], sql)
+    return text, {k: v for k, v in given.items() if k in used}
+
+
+def _colons(sql: str, params: Params | None) -> str:
+    """``sql`` for SQLAlchemy's ``text``: a ``:word`` that names no parameter in
+    ``params`` is the user's query's text, escaped so that it is not taken for one."""
+    given = params or {}
+    return _NAMED.sub(lambda m: m[0] if m[1] in given else "\\" + m[0], sql)
 
 
 def _first_line(exc: object) -> str:
