@@ -122,17 +122,7 @@ def run_sync(
     source = NdjsonSource(options.events, stdin=stdin, digest=state is not None)
     _refuse_clashing_paths(options, source, session)
     ran = deliver(
-        source,
-        session,
-        RunnerSettings.from_values(values),
-        RunOptions(
-            mapping=options.mapping,
-            rejected=options.rejected,
-            retry=options.retry,
-            state=state,
-            progress=options.progress,
-            progress_interval=options.progress_interval,
-        ),
+        source, session, RunnerSettings.from_values(values), _run_options(options, state=state)
     )
     return summarize(ran.tally, session, options, resumed=ran.resumed)
 
@@ -175,18 +165,22 @@ def _sync_warehouse(
         _refuse_mass_removal(spec, plan, allowed=options.allow_mass_removal)
         tally = Tally()
         if not options.dry_run:  # a dry run is the plan: not one request
-            tally = deliver(
-                source,
-                session,
-                RunnerSettings.from_values(values),
-                RunOptions(
-                    mapping=options.mapping,
-                    rejected=options.rejected,
-                    progress=options.progress,
-                    progress_interval=options.progress_interval,
-                ),
-            ).tally
+            # the snapshot is this source's checkpoint: no runner checkpoint
+            knobs = RunnerSettings.from_values(values)
+            tally = deliver(source, session, knobs, _run_options(options, state=None)).tally
         return {**summarize(tally, session, options, resumed=False), **source.summary()}
+
+
+def _run_options(options: SyncOptions, *, state: Path | None) -> RunOptions:
+    """The run loop's outputs: the options', with the checkpoint directory ``state``."""
+    return RunOptions(
+        mapping=options.mapping,
+        rejected=options.rejected,
+        retry=options.retry,
+        state=state,
+        progress=options.progress,
+        progress_interval=options.progress_interval,
+    )
 
 
 def _refuse_mass_removal(spec: SourceSpec, plan: Plan, *, allowed: bool) -> None:
