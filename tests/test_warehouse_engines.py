@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from destination.warehouse.engines import DuckDBEngine, Engine, QueryRefused, PostgresEngine
+from destination.warehouse.engines import DuckDBEngine, Engine, PostgresEngine, QueryRefused
 from destination.warehouse.spec import read_spec
 
 ROW = "select 7 as id, 'a@example.com' as email, 'x' as part"

@@ -226,14 +226,14 @@ def diff_run(
             removals=True,
             params={"target": "t1"},
         )
-        changes = list(snapshot.read_changes(engine, ["removed", "changed", "added"], size=2))
+        kinds = ["removed", "changed", "added"]
+        changes = list(snapshot.read_changes(engine, kinds, snapshot=None, params={}, size=2))
         drop = [c.pk for c in changes if c.kind == "removed"]
         put = [Recorded(c.pk, c.fp, "{}") for c in changes if c.kind != "removed"]
         engine.record(table, "t1", drop, put)
         # the run's changes stay as computed while the snapshot changes under them
-        assert (
-            list(snapshot.read_changes(engine, ["removed", "changed", "added"], size=2)) == changes
-        )
+        again = snapshot.read_changes(engine, kinds, snapshot=None, params={}, size=2)
+        assert list(again) == changes
         return plan, {c.pk: c.kind for c in changes}
     finally:
         engine.close()

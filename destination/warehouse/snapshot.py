@@ -63,10 +63,11 @@ def diff(
         "case when s.pk is null then 'added' when c.pk is null then 'removed' else 'changed' end"
     )
     left = "" if removals else " and c.pk is not null"
+    # the join carries keys and fingerprints only: the replay fields (a few hundred bytes a
+    # row) are joined to the few changed rows as they are read (``read_changes``)
     select = (
-        f"with c as ({current}), s as ({snapshot}) "
-        f"select {kinds} as kind, coalesce(c.pk, s.pk) as pk, c.fp as fp, c.row as row, "
-        "s.replay as replay "
+        f"with c as ({current}), s as (select s0.pk, s0.fp from ({snapshot}) as s0) "
+        f"select {kinds} as kind, coalesce(c.pk, s.pk) as pk, c.fp as fp, c.row as row "
         "from c full outer join s on c.pk = s.pk "
         f"where (s.pk is null or c.pk is null or c.fp <> s.fp){left}"
     )
@@ -104,19 +105,33 @@ def _left_count(current: str, snapshot: str) -> str:
 
 def listed(engine: Engine, *, current: str) -> Plan:
     """``remove`` mode: every row the query returns is a change (kind ``listed``)."""
-    select = (
-        f"select 'listed' as kind, c.pk as pk, c.fp as fp, c.row as row, "
-        f"cast(null as {engine.dialect.text_type}) as replay from ({current}) as c"
-    )
+    select = f"select 'listed' as kind, c.pk as pk, c.fp as fp, c.row as row from ({current}) as c"
     engine.execute(engine.dialect.temporary.format(select=select))
     count = int(engine.rows(f"select count(*) from {engine.dialect.changes}")[0][0])
     rows = engine.rows(f"select pk from {engine.dialect.changes} order by pk limit {SAMPLES}")
     return Plan(0, count, 0, 0, 0, {"listed": [str(r[0]) for r in rows]})
 
 
-def read_changes(engine: Engine, kinds: Sequence[str], *, size: int) -> Iterator[Change]:
-    """The changes of ``kinds``, streamed."""
+def read_changes(
+    engine: Engine,
+    kinds: Sequence[str],
+    *,
+    snapshot: str | None,
+    params: dict[str, Any],
+    size: int,
+) -> Iterator[Change]:
+    """The changes of ``kinds``, streamed; with ``snapshot`` (its SQL, as for ``diff``),
+    each with the replay fields recorded for its key."""
     names = ", ".join(f"'{k}'" for k in kinds)
-    sql = f"select kind, pk, fp, row, replay from {engine.dialect.changes} where kind in ({names})"
-    for kind, pk, fp, row, replay in engine.stream(sql, size=size):
+    changes = engine.dialect.changes
+    if snapshot is None:
+        sql = f"select c.kind, c.pk, c.fp, c.row, null as replay from {changes} as c"
+        params = {}
+    else:
+        sql = (
+            f"select c.kind, c.pk, c.fp, c.row, s.replay from {changes} as c "
+            f"left join ({snapshot}) as s on s.pk = c.pk"
+        )
+    sql += f" where c.kind in ({names})"
+    for kind, pk, fp, row, replay in engine.stream(sql, params, size=size):
         yield Change(str(kind), str(pk), fp or "", row, replay)

@@ -82,6 +82,7 @@ class WarehouseSource:
         self._held = contextlib.ExitStack()
         self._engine: Engine | None = None  # where the snapshot and the diff are
         self._table = ""
+        self._snapshot = ""  # SQL of the target's snapshot rows
         self._plan: snapshot.Plan | None = None
         self._lines: dict[int, _Line] = {}
         self._failed_removals: set[str] = set()
@@ -132,7 +133,7 @@ class WarehouseSource:
                 self._table = f"wh_source.{self._table}"
         else:
             self._table = f"wh_state.main.{snapshot.TABLE}"
-        snapshot_sql = self._snapshot_sql(diff_engine)
+        snapshot_sql = self._snapshot = self._snapshot_sql(diff_engine)
         params = {"target": self._target}
         if spec.sync_mode == "remove":
             return snapshot.listed(diff_engine, current=current)
@@ -347,7 +348,15 @@ class WarehouseSource:
         else:
             phases = [(("added", "changed"), False)]
         for kinds, removal in phases:
-            for change in snapshot.read_changes(self._engine, kinds, size=FETCH_ROWS):
+            recorded = self._snapshot if removal and self._spec.sync_mode == "mirror" else None
+            changes = snapshot.read_changes(
+                self._engine,
+                kinds,
+                snapshot=recorded,
+                params={"target": self._target},
+                size=FETCH_ROWS,
+            )
+            for change in changes:
                 number += 1
                 self._lines[number] = _Line(change.kind, removal, change.pk, change.fp)
                 yield orjson.dumps(self._event(change, removal)) + b"\n"
