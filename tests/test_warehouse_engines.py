@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from destination.errors import ConfigurationError
 from destination.warehouse.engines import DuckDBEngine, Engine, PostgresEngine, QueryRefused
 from destination.warehouse.spec import read_spec
 
@@ -70,3 +71,13 @@ def test_a_refused_query_says_why_in_one_line(engine: Engine) -> None:
     with pytest.raises(QueryRefused) as caught:
         engine.columns("select nope from nowhere_at_all")
     assert "nowhere_at_all" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_duckdb_running_out_of_memory_is_a_limit_not_a_bad_query(tmp_path: Path) -> None:
+    engine = DuckDBEngine(memory_limit="8MB", temp_directory=tmp_path)
+    try:
+        with pytest.raises(ConfigurationError, match="DuckDB ran out of memory") as caught:
+            engine.rows("select list(range) from range(5000000)")
+        assert str(tmp_path) in str(caught.value)
+    finally:
+        engine.close()

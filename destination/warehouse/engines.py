@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from destination.errors import InputError, MappingError
+from destination.errors import ConfigurationError, InputError, MappingError
 from destination.warehouse.spec import SourceSpec
 
 __all__ = [
@@ -190,6 +190,8 @@ class DuckDBEngine:
         if temp_directory is not None:
             config["temp_directory"] = str(temp_directory)
         self._error = duckdb.Error
+        self._out_of_memory = duckdb.OutOfMemoryException
+        self._limits = f"{memory_limit}, spilling to {temp_directory}"
         self._connection = duckdb.connect(":memory:", config=config)
         self._connection.execute("attach ':memory:' as wh_work")
         for alias, (path, read_only) in attach.items():
@@ -207,20 +209,20 @@ class DuckDBEngine:
         try:
             relation = self._connection.sql(f"select * from ({sql}) as q limit 0")
         except self._error as exc:
-            raise QueryRefused(_first_line(exc)) from None
+            raise self._refused(exc) from None
         return list(relation.columns)
 
     def rows(self, sql: str, params: Params | None = None) -> list[tuple[Any, ...]]:
         try:
             return self._connection.execute(*_dollar(sql, params)).fetchall()
         except self._error as exc:
-            raise QueryRefused(_first_line(exc)) from None
+            raise self._refused(exc) from None
 
     def execute(self, sql: str, params: Params | None = None) -> None:
         try:
             self._connection.execute(*_dollar(sql, params))
         except self._error as exc:
-            raise QueryRefused(_first_line(exc)) from None
+            raise self._refused(exc) from None
 
     def stream(
         self, sql: str, params: Params | None = None, *, size: int
@@ -230,8 +232,19 @@ class DuckDBEngine:
             cursor.execute(*_dollar(sql, params))
             while batch := cursor.fetchmany(size):
                 yield from batch
+        except self._error as exc:
+            raise self._refused(exc) from None
         finally:
             cursor.close()
+
+    def _refused(self, exc: Exception) -> Exception:
+        """What DuckDB's error means: the machine's limits, or a statement it refused."""
+        if isinstance(exc, self._out_of_memory):
+            return ConfigurationError(
+                f"DuckDB ran out of memory ({self._limits}): {_first_line(exc)}; free disk "
+                "space there, or keep the snapshot in the source database (state_schema)"
+            )
+        return QueryRefused(_first_line(exc))
 
     def create_snapshot(self, table: str) -> None:
         schema = table.rsplit(".", 1)[0]
