@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "warehouse.duckdb"
 RESERVED_COLUMNS = ("event", "context")  # what every row's event sets itself
-MEMORY_LIMIT = "192MB"  # DuckDB's: beyond it, the diff spills to the state directory
+MEMORY_LIMIT = "160MB"  # DuckDB's: beyond it, the diff spills to the state directory
 FETCH_ROWS = 10_000
 
 
