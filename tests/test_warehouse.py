@@ -165,6 +165,7 @@ def test_rows_tiktok_refuses_are_rejected_by_key_and_tried_again(tmp_path: Path)
 
     run = sync(mapping, state=tmp_path / "state", backend=fake, rejected=rejected)
     assert (run["delivered"], run["rejected"]) == (1, 1)
+    assert run["source"]["recorded"] == 1  # Alice only
     [record] = [json.loads(line) for line in rejected.read_text().splitlines()]
     assert record["primary_key"] == {"id": "5"} and record["change"] == "added"
     assert record["reason"] == "no_identifier"

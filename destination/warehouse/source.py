@@ -88,7 +88,7 @@ class WarehouseSource:
         self._failed_removals: set[str] = set()
         self._drop: list[str] = []
         self._put: list[Recorded] = []
-        self._recorded = 0
+        self._recorded = 0  # snapshot rows written or dropped by this run
         self._null_keys = 0  # rows without a key, met while staging another engine's rows
 
     # -- before any call ----------------------------------------------------------------
@@ -457,6 +457,7 @@ class WarehouseSource:
                 "sync_mode": spec.sync_mode,
                 "state": "in the source database" if spec.state_schema else "local",
                 "held_before": None if plan is None else plan.held,
+                "recorded": self._recorded,
                 "samples": {} if plan is None else plan.samples,
             },
         }
