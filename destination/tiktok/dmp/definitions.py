@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 from destination.errors import MappingError
 from destination.kit.mapping import check_depth
@@ -200,6 +200,9 @@ def _read(path: Path, validator: DocumentValidator, schema: Mapping[str, Any]) -
     check_depth(document, source=source)  # before the schema check, which recurses
     validator.check(document, source=source)
     kind = cast(AudienceType, document["type"])
+    for other in get_args(AudienceType):
+        if other != kind and other in document:
+            raise _error(path, f"/{other}", f"no {other} object in a {kind} definition")
     spec = _with_defaults(document[kind], schema["$defs"], kind)
     check = _CHECKS.get(kind)
     if check is not None:  # lookalikes are checked across the folder; partners hold nothing
@@ -302,21 +305,14 @@ def _check_customer_file(spec: Mapping[str, Any], path: Path) -> None:
     file = path.parent / spec["path"]
     if not file.is_file():
         raise _error(path, "/customer_file/path", f"an existing file; there is no {file}")
-    columns = spec["columns"]
-    identifiers = [kind for kind in ("email", "phone", "advertising_id") if kind in columns]
-    if file.suffix == ".txt":
-        if list(columns) not in (["email"], ["phone"]):
-            raise _error(
-                path,
-                "/customer_file/columns",
-                "one identifier kind for a TXT file (one value per line): email or phone; "
-                "a CSV file can hold several, and advertising ids with their device type",
-            )
-    elif not identifiers:
+    # the schema asks a CSV for at least one identifier column (a device type comes with
+    # advertising ids); a TXT file has one value per line and no device type column
+    if file.suffix == ".txt" and list(spec["columns"]) not in (["email"], ["phone"]):
         raise _error(
             path,
             "/customer_file/columns",
-            "at least one identifier column: email, phone or advertising_id",
+            "one identifier kind for a TXT file (one value per line): email or phone; "
+            "a CSV file can hold several, and advertising ids with their device type",
         )
 
 
