@@ -20,7 +20,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import requests
 from tenacity import (
@@ -51,11 +52,13 @@ __all__ = [
     "REAUTHORIZE_HINT",
     "RETRY_CODES",
     "TOKEN_EXPIRED",
+    "UPDATE_ACTIONS",
     "Envelope",
     "RetryPolicy",
     "StaticToken",
     "TikTokApi",
     "TokenProvider",
+    "UpdateAction",
     "classify",
     "failed_rows",
 ]
@@ -88,6 +91,20 @@ MAX_IDS_PER_REQUEST = 100  # dmp/custom_audience/get/ and delete/ take 1 to 100 
 # An advertiser has at most 400 audiences of its own, plus shared ones: more pages than
 # this means a reply that is not telling the truth, not more audiences.
 MAX_LIST_PAGES = 50
+ADGROUP_PAGE_SIZE = 1000  # the most adgroup/get/ gives per page
+MAX_ADGROUP_PAGES = 1000  # a million ad groups: more pages is a reply not telling the truth
+MAX_SHARE_IDS = 10  # dmp/custom_audience/share/: 1 to 10 audiences, 1 to 10 advertisers
+#: What a customer file holds: each line one person, with any of the id types.
+CALCULATE_TYPE = "MULTIPLE_TYPES"
+UpdateAction = Literal["APPEND", "REMOVE", "REPLACE"]
+UPDATE_ACTIONS: tuple[UpdateAction, ...] = ("APPEND", "REMOVE", "REPLACE")
+#: A rule audience's ``audience_type`` -> the type ``dmp/custom_audience/list/`` shows.
+RULE_AUDIENCE_TYPES: Mapping[str, str] = {
+    "ENGAGEMENT": "Engagement",
+    "ENGAGEMENT_ORGANIC_VIDEO": "Engagement",
+    "ENGAGEMENT_LIVE_VIDEO": "Engagement",
+    "APP": "App Activity",
+}
 REAUTHORIZE_HINT = (
     "TikTok did not accept the access token; re-authorize: run "
     "`tiktok-audiences auth login --app-id <your app id>` (or set TIKTOK_ACCESS_TOKEN "
@@ -320,6 +337,7 @@ class TikTokApi:
         advertiser_id: str | None,
         body: Any = None,
         params: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, Path]] | None = None,
         recover: Callable[[], Envelope | None] | None = None,
     ) -> Envelope:
         """One request, retried as the policy says; refreshed once if the token expired.
@@ -340,6 +358,7 @@ class TikTokApi:
                     advertiser_id=advertiser_id,
                     body=body,
                     params=params,
+                    files=files,
                     recover=recover,
                 )
             except AuthenticationError as exc:
@@ -377,6 +396,7 @@ class TikTokApi:
         advertiser_id: str | None,
         body: Any = None,
         params: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, Path]] | None = None,
         recover: Callable[[], Envelope | None] | None = None,
     ) -> Envelope:
         request = ApiRequest(
@@ -385,6 +405,7 @@ class TikTokApi:
             params=dict(params or {}),
             json=body,
             headers={"Access-Token": token.reveal()},
+            files=dict(files or {}),
         )
         reply_lost = False
 
@@ -464,10 +485,33 @@ class TikTokApi:
         scope 30 cannot look: the create is sent again as before, and a warning says an
         empty audience may be left behind.
         """
+        envelope = self._call(
+            "POST",
+            "segment/audience/",
+            what="create audience",
+            advertiser_id=advertiser_id,
+            body={
+                "advertiser_id": advertiser_id,
+                "action": "create",
+                "custom_audience_name": name,
+            },
+            recover=self._made_by_lost_attempt(advertiser_id, name, "Partner", "audience_id"),
+        )
+        audience_id = envelope.data.get("audience_id")
+        if not audience_id:
+            raise PermanentError("create audience: TikTok's reply has no audience_id")
+        return str(audience_id)
 
-        def made_by_the_lost_attempt() -> Envelope | None:
+    def _made_by_lost_attempt(
+        self, advertiser_id: str, name: str, audience_type: str, id_field: str
+    ) -> Callable[[], Envelope | None]:
+        """The ``recover`` of a create: the newest audience of ``audience_type`` named
+        ``name`` that ``advertiser_id`` owns, as the reply that was lost (its id under
+        ``id_field``), or None (not found, or the list cannot be read: sent again)."""
+
+        def recover() -> Envelope | None:
             try:
-                found = self._newest_partner_audience(advertiser_id, name)
+                found = self._newest_own_audience(advertiser_id, name, audience_type)
             except PermanentError as exc:
                 log.warning(
                     "create audience %r: the reply was lost, and TikTok may have created it; "
@@ -484,33 +528,20 @@ class TikTokApi:
                 name,
                 found,
             )
-            return Envelope(0, "created (the reply was lost)", "", {"audience_id": found})
+            return Envelope(0, "created (the reply was lost)", "", {id_field: found})
 
-        envelope = self._call(
-            "POST",
-            "segment/audience/",
-            what="create audience",
-            advertiser_id=advertiser_id,
-            body={
-                "advertiser_id": advertiser_id,
-                "action": "create",
-                "custom_audience_name": name,
-            },
-            recover=made_by_the_lost_attempt,
-        )
-        audience_id = envelope.data.get("audience_id")
-        if not audience_id:
-            raise PermanentError("create audience: TikTok's reply has no audience_id")
-        return str(audience_id)
+        return recover
 
-    def _newest_partner_audience(self, advertiser_id: str, name: str) -> str | None:
-        """The id of the newest partner audience ``advertiser_id`` owns named ``name``."""
+    def _newest_own_audience(self, advertiser_id: str, name: str, audience_type: str) -> str | None:
+        """The id of the newest audience of ``audience_type`` that ``advertiser_id`` owns,
+        not shared yet (a new one is not), named ``name`` or what TikTok keeps of it: the
+        Segment API cuts names to ``MAX_NAME_LENGTH``."""
         kept = name if len(name) <= MAX_NAME_LENGTH else name[: MAX_NAME_LENGTH - 3] + "..."
         matches = [
             audience
             for audience in self.list_audiences(advertiser_id)
-            if audience.get("name") == kept
-            and audience.get("type") == "Partner"
+            if audience.get("name") in (name, kept)
+            and audience.get("type") == audience_type
             and audience.get("shared") is not True
             and str(audience.get("owner_id", advertiser_id)) == advertiser_id
             and audience.get("audience_id")
@@ -585,6 +616,262 @@ class TikTokApi:
             body={"advertiser_id": advertiser_id, "custom_audience_ids": list(audience_ids)},
         )
 
+    # --- DMP: customer files, rule and lookalike audiences, sharing, ad groups ----------
+
+    def upload_audience_file(self, advertiser_id: str, path: Path, signature: str) -> str:
+        """``dmp/custom_audience/file/upload/``: ``path`` sent as a multipart form (streamed
+        from disk) with its MD5 ``signature``; the answer is TikTok's ``file_path`` for a
+        create or update.
+
+        Sent again after a lost reply: an upload creates nothing by itself (a file no
+        create or update names is left unused), so a second one costs only the transfer.
+        """
+        envelope = self._call(
+            "POST",
+            "dmp/custom_audience/file/upload/",
+            what=f"upload customer file {path.name}",
+            advertiser_id=advertiser_id,
+            params={
+                "advertiser_id": advertiser_id,
+                "file_signature": signature,
+                "calculate_type": CALCULATE_TYPE,
+            },
+            files={"file": (path.name, path)},
+        )
+        file_path = envelope.data.get("file_path")
+        if not file_path:
+            raise PermanentError("upload customer file: TikTok's reply has no file_path")
+        return str(file_path)
+
+    def create_customer_file_audience(
+        self, advertiser_id: str, name: str, file_paths: Sequence[str]
+    ) -> str:
+        """``dmp/custom_audience/create/`` from uploaded files: the new audience's id, once
+        even if a reply is lost (looked up by name, as ``create_segment_audience`` does)."""
+        return self._create(
+            "dmp/custom_audience/create/",
+            {
+                "advertiser_id": advertiser_id,
+                "custom_audience_name": name,
+                "calculate_type": CALCULATE_TYPE,
+                "file_paths": list(file_paths),
+            },
+            what="create customer file audience",
+            audience_type="Customer File",
+        )
+
+    def update_customer_file_audience(
+        self,
+        advertiser_id: str,
+        audience_id: str,
+        action: UpdateAction,
+        file_paths: Sequence[str],
+    ) -> None:
+        """``dmp/custom_audience/update/`` with the ``action`` always written out: TikTok
+        replaces the audience's members when the action is left out.
+
+        APPEND and REMOVE are sent again after a lost reply: the same file added or taken
+        away twice leaves the same members. A REPLACE is not: TikTok allows about one a
+        day, so a second one would be refused whether or not the first was carried out;
+        ``ApiUnavailableError`` then says the outcome is unknown.
+        """
+        if action not in UPDATE_ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(UPDATE_ACTIONS)}, not {action!r}")
+
+        def replace_lost() -> Envelope | None:
+            raise ApiUnavailableError(
+                f"replace the members of audience {audience_id}: the reply was lost, so "
+                "whether TikTok replaced them is unknown, and a second replace within 24 "
+                "hours would be refused: check the audience (`tiktok-audiences audiences get "
+                f"{audience_id}`) before applying again"
+            )
+
+        self._call(
+            "POST",
+            "dmp/custom_audience/update/",
+            what=f"{action.lower()} the members of audience {audience_id}",
+            advertiser_id=advertiser_id,
+            body={
+                "advertiser_id": advertiser_id,
+                "custom_audience_id": audience_id,
+                "action": action,
+                "file_paths": list(file_paths),
+            },
+            recover=replace_lost if action == "REPLACE" else None,
+        )
+
+    def create_rule_audience(self, body: Mapping[str, Any]) -> str:
+        """``dmp/custom_audience/rule/create/`` (an engagement or app activity audience, the
+        body as ``dmp.definitions`` builds it): the new audience's id, once even if a reply
+        is lost (looked up by name and the type TikTok lists it as)."""
+        audience_type = RULE_AUDIENCE_TYPES.get(str(body.get("audience_type")))
+        if audience_type is None:
+            raise ValueError(f"audience_type must be one of {', '.join(RULE_AUDIENCE_TYPES)}")
+        return self._create(
+            "dmp/custom_audience/rule/create/",
+            body,
+            what="create rule audience",
+            audience_type=audience_type,
+        )
+
+    def create_lookalike(self, body: Mapping[str, Any]) -> str:
+        """``dmp/custom_audience/lookalike/create/``: the new lookalike's id, once even if a
+        reply is lost (looked up by name)."""
+        return self._create(
+            "dmp/custom_audience/lookalike/create/",
+            body,
+            what="create lookalike audience",
+            audience_type="Lookalike",
+        )
+
+    def _create(self, path: str, body: Mapping[str, Any], *, what: str, audience_type: str) -> str:
+        """A DMP create: ``data.custom_audience_id``; after a lost reply the audience the
+        lost attempt made is taken if listed (see ``create_segment_audience``)."""
+        advertiser_id = str(body["advertiser_id"])
+        name = str(body["custom_audience_name"])
+        envelope = self._call(
+            "POST",
+            path,
+            what=f"{what} {name!r}",
+            advertiser_id=advertiser_id,
+            body=dict(body),
+            recover=self._made_by_lost_attempt(
+                advertiser_id, name, audience_type, "custom_audience_id"
+            ),
+        )
+        audience_id = envelope.data.get("custom_audience_id")
+        if not audience_id:
+            raise PermanentError(f"{what}: TikTok's reply has no custom_audience_id")
+        return str(audience_id)
+
+    def refresh_lookalike(self, advertiser_id: str, audience_id: str) -> None:
+        """``dmp/custom_audience/lookalike/update/``: rebuild a lookalike from its source
+        as it is now (sent again after a lost reply: a second refresh changes nothing)."""
+        self._call(
+            "POST",
+            "dmp/custom_audience/lookalike/update/",
+            what=f"refresh lookalike audience {audience_id}",
+            advertiser_id=advertiser_id,
+            body={"advertiser_id": advertiser_id, "custom_audience_id": audience_id},
+        )
+
+    def share_audiences(
+        self, advertiser_id: str, audience_ids: Sequence[str], advertiser_ids: Sequence[str]
+    ) -> None:
+        """``dmp/custom_audience/share/``: share 1 to 10 audiences with 1 to 10 advertisers
+        of the same Business Center (sent again after a lost reply: sharing with an
+        advertiser that has the audience already gives nothing new)."""
+        _check_count("audience ids", audience_ids, MAX_SHARE_IDS)
+        _check_count("advertiser ids", advertiser_ids, MAX_SHARE_IDS)
+        self._call(
+            "POST",
+            "dmp/custom_audience/share/",
+            what="share audiences",
+            advertiser_id=advertiser_id,
+            body={
+                "advertiser_id": advertiser_id,
+                "custom_audience_ids": list(audience_ids),
+                "shared_advertiser_ids": list(advertiser_ids),
+            },
+        )
+
+    def cancel_share(self, advertiser_id: str, audience_id: str, shared_advertiser_id: str) -> None:
+        """``dmp/custom_audience/share/cancel/``: stop sharing an audience with one advertiser.
+
+        Sent again after a lost reply. The owner cannot read whom an audience is shared
+        with (``get`` says only whether it is shared), so a cancel the lost attempt had
+        carried out cannot be told apart first: TikTok may then refuse the second one
+        (``PermanentError``), though sharing has stopped.
+        """
+        self._call(
+            "POST",
+            "dmp/custom_audience/share/cancel/",
+            what=f"stop sharing audience {audience_id}",
+            advertiser_id=advertiser_id,
+            body={
+                "advertiser_id": advertiser_id,
+                "custom_audience_id": audience_id,
+                "shared_advertiser_id": shared_advertiser_id,
+            },
+        )
+
+    def apply_audience(
+        self,
+        advertiser_id: str,
+        audience_id: str,
+        adgroup_ids: Sequence[str],
+        *,
+        mode: Literal["Apply", "Disconnect"],
+        usage: Literal["Include", "Exclude"],
+    ) -> None:
+        """``dmp/custom_audience/apply/``: include the audience in (or exclude it from) the
+        ad groups' targeting, or disconnect it from them.
+
+        After a lost reply the ad groups are read first: if each already targets the
+        audience as asked (or, disconnecting, no longer names it), the lost attempt was
+        carried out and nothing is sent again; a disconnect repeated could be refused.
+        """
+        what = f"{mode.lower()} audience {audience_id} ({usage.lower()})"
+        slot = "audience_ids" if usage == "Include" else "excluded_audience_ids"
+
+        def done_by_the_lost_attempt() -> Envelope | None:
+            try:
+                adgroups = self.list_adgroups(advertiser_id)
+            except PermanentError as exc:
+                log.warning("%s: the reply was lost; cannot read the ad groups (%s)", what, exc)
+                return None
+            wanted = set(adgroup_ids)
+            for adgroup in adgroups:
+                adgroup_id = str(adgroup.get("adgroup_id"))
+                if adgroup_id in wanted:
+                    named = adgroup.get(slot)
+                    if (isinstance(named, list) and audience_id in named) != (mode == "Apply"):
+                        return None  # not done: send it again
+                    wanted.discard(adgroup_id)
+            return None if wanted else Envelope(0, "done (the reply was lost)", "", {})
+
+        self._call(
+            "POST",
+            "dmp/custom_audience/apply/",
+            what=what,
+            advertiser_id=advertiser_id,
+            body={
+                "advertiser_id": advertiser_id,
+                "custom_audience_id": audience_id,
+                "adgroup_ids": list(adgroup_ids),
+                "action_mode": mode,
+                "usage_mode": usage,
+            },
+            recover=done_by_the_lost_attempt,
+        )
+
+    def list_adgroups(self, advertiser_id: str) -> list[dict[str, Any]]:
+        """``adgroup/get/``: the advertiser's ad groups (with the audiences each includes
+        and excludes), every page."""
+        found: list[dict[str, Any]] = []
+        page, pages = 1, 1
+        while page <= pages:
+            data = self._call(
+                "GET",
+                "adgroup/get/",
+                what="list ad groups",
+                advertiser_id=advertiser_id,
+                params={
+                    "advertiser_id": advertiser_id,
+                    "page": str(page),
+                    "page_size": str(ADGROUP_PAGE_SIZE),
+                },
+            ).data
+            listed = data.get("list")
+            if not isinstance(listed, list) or not listed:
+                break
+            found.extend(adgroup for adgroup in listed if isinstance(adgroup, dict))
+            info = data.get("page_info")
+            total = info.get("total_page") if isinstance(info, dict) else None
+            pages = min(total, MAX_ADGROUP_PAGES) if isinstance(total, int) else page
+            page += 1
+        return found
+
     def segment_mapping(
         self,
         *,
@@ -611,10 +898,13 @@ class TikTokApi:
 
 def _check_id_count(audience_ids: Sequence[str]) -> None:
     """TikTok's bounds on the ids of one request; callers split longer lists."""
-    if not 1 <= len(audience_ids) <= MAX_IDS_PER_REQUEST:
-        raise ValueError(
-            f"1 to {MAX_IDS_PER_REQUEST} audience ids a request, got {len(audience_ids)}"
-        )
+    _check_count("audience ids", audience_ids, MAX_IDS_PER_REQUEST)
+
+
+def _check_count(what: str, ids: Sequence[str], most: int) -> None:
+    """1 to ``most`` ids in one request, as TikTok allows; callers split longer lists."""
+    if not 1 <= len(ids) <= most:
+        raise ValueError(f"1 to {most} {what} a request, got {len(ids)}")
 
 
 def failed_rows(envelope: Envelope, *, rows: int) -> dict[int, str]:
