@@ -52,6 +52,12 @@ from destination.tiktok.auth.commands import (
 )
 from destination.tiktok.auth.provider import SECRET_VARIABLE
 from destination.tiktok.auth.store import APP_ID_VARIABLE, STORE_VARIABLE
+from destination.tiktok.dmp.commands import (
+    audiences_apply,
+    audiences_import,
+    audiences_link,
+    audiences_plan,
+)
 from destination.tiktok.manage import (
     ManageOptions,
     audiences_delete,
@@ -317,7 +323,9 @@ def _auth(args: argparse.Namespace, stdout: IO[str]) -> int:
 
 
 def _audiences_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    audiences = _command(commands, "audiences", help="list, show or delete TikTok audiences")
+    audiences = _command(
+        commands, "audiences", help="list, show, delete audiences; plan and apply definitions"
+    )
     actions = audiences.add_subparsers(dest="audiences_command", required=True, metavar="ACTION")
     listing = _command(
         actions,
@@ -331,7 +339,33 @@ def _audiences_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     delete.add_argument(
         "--yes", action="store_true", help="do not ask (needed when there is no terminal)"
     )
-    for action in (listing, get, delete):
+    plan = _command(
+        actions, "plan", help="what apply would do for a folder of definitions: a table, then JSON"
+    )
+    apply = _command(actions, "apply", help="make TikTok hold what a folder of definitions says")
+    for action in (plan, apply):
+        action.add_argument("--dir", required=True, type=Path, help="the definitions folder")
+        action.add_argument(
+            "--prune",
+            action="store_true",
+            help="also delete the audiences the state knows and no definition names any more",
+        )
+    adopt = _command(actions, "import", help="adopt an existing audience as a definition's key")
+    adopt.add_argument("--dir", required=True, type=Path, help="the definitions folder")
+    adopt.add_argument("key", help="the definition's key")
+    adopt.add_argument("id", metavar="ID", help="the audience id")
+    link = _command(actions, "apply-to-adgroup", help="target ad groups with an audience")
+    unlink = _command(actions, "disconnect", help="stop ad groups targeting an audience")
+    for action in (link, unlink):
+        action.add_argument("audience", metavar="KEY_OR_ID", help="a definition's key, or an id")
+        action.add_argument(
+            "--adgroup-id", dest="adgroup_ids", action="append", required=True, metavar="ID"
+        )
+        action.add_argument("--dir", type=Path, help="the definitions folder (to use a key)")
+        action.add_argument(
+            "--exclude", action="store_true", help="exclude the audience (default: include)"
+        )
+    for action in (listing, get, delete, plan, apply, adopt, link, unlink):
         action.add_argument(
             "--advertiser-id",
             help="whose audiences (default: TIKTOK_ADVERTISER_ID, else the stored token's "
@@ -348,12 +382,28 @@ def _audiences(args: argparse.Namespace, stdout: IO[str]) -> int:
         advertiser_id=args.advertiser_id,
         base_url=args.base_url,
     )
-    if args.audiences_command == "list":
+    command = args.audiences_command
+    if command == "list":
         audiences_list(options)
-    elif args.audiences_command == "get":
+    elif command == "get":
         audiences_get(options, args.ids)
-    else:
+    elif command == "delete":
         audiences_delete(options, args.ids, yes=args.yes, stdin=sys.stdin)
+    elif command == "plan":
+        audiences_plan(options, args.dir, prune=args.prune)
+    elif command == "apply":
+        audiences_apply(options, args.dir, prune=args.prune)
+    elif command == "import":
+        audiences_import(options, args.dir, args.key, args.id)
+    else:
+        audiences_link(
+            options,
+            args.dir,
+            args.audience,
+            args.adgroup_ids,
+            exclude=args.exclude,
+            disconnect=command == "disconnect",
+        )
     return OK
 
 

@@ -39,10 +39,13 @@ from destination.tiktok.settings import (
 )
 
 __all__ = [
+    "Connection",
     "ManageOptions",
     "audiences_delete",
     "audiences_get",
     "audiences_list",
+    "connect",
+    "refused",
 ]
 
 #: A person waits at the other end: fewer, shorter retries than a sync's.
@@ -73,12 +76,12 @@ class ManageOptions:
 
 
 @dataclass(frozen=True)
-class _Connection:
+class Connection:
     api: TikTokApi
     advertiser_id: str
 
 
-def _connect(options: ManageOptions) -> _Connection:
+def connect(options: ManageOptions) -> Connection:
     """The API client with the run's token, and the advertiser; nothing is sent yet."""
     environ = options.environ
     env_token, problems = access_token(environ, needed=False)
@@ -104,7 +107,7 @@ def _connect(options: ManageOptions) -> _Connection:
         environ=environ,
     )
     assert tokens is not None  # a token or a stored entry: checked above
-    return _Connection(TikTokApi(backend, tokens, retry=COMMAND_RETRY), advertiser_id)
+    return Connection(TikTokApi(backend, tokens, retry=COMMAND_RETRY), advertiser_id)
 
 
 def _base_url(options: ManageOptions, entry: TokenEntry | None) -> str:
@@ -143,7 +146,7 @@ def _chunks(ids: list[str]) -> Iterator[list[str]]:
         yield ids[start : start + MAX_IDS_PER_REQUEST]
 
 
-def _refused(exc: PermanentError | MisconfiguredError) -> ConfigurationError:
+def refused(exc: PermanentError | MisconfiguredError) -> ConfigurationError:
     """TikTok refused the request itself: for a command, the user asked for something
     TikTok will not do (exit 2 with TikTok's message)."""
     return ConfigurationError(f"TikTok refused it: {exc}")
@@ -154,11 +157,11 @@ def _refused(exc: PermanentError | MisconfiguredError) -> ConfigurationError:
 
 def audiences_list(options: ManageOptions) -> None:
     """Every audience of the advertiser (own and shared, all pages): a table, then JSON."""
-    connection = _connect(options)
+    connection = connect(options)
     try:
         audiences = connection.api.list_audiences(connection.advertiser_id)
     except (PermanentError, MisconfiguredError) as exc:
-        raise _refused(exc) from exc
+        raise refused(exc) from exc
     rows = [[heading for heading, _ in _COLUMNS]]
     rows.extend([_cell(audience.get(key)) for _, key in _COLUMNS] for audience in audiences)
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
@@ -187,13 +190,13 @@ def _cell(value: Any) -> str:
 def audiences_get(options: ManageOptions, audience_ids: Sequence[str]) -> None:
     """The details TikTok gives of each id, as one JSON document."""
     ids = _checked_ids(audience_ids)
-    connection = _connect(options)
+    connection = connect(options)
     found: list[dict[str, Any]] = []
     try:
         for chunk in _chunks(ids):
             found.extend(connection.api.get_audiences(connection.advertiser_id, chunk))
     except (PermanentError, MisconfiguredError) as exc:
-        raise _refused(exc) from exc
+        raise refused(exc) from exc
     options.out.write(json.dumps({"audiences": found}, indent=2, sort_keys=True) + "\n")
 
 
@@ -210,7 +213,7 @@ def audiences_delete(
         raise ConfigurationError(
             "deleting audiences needs a confirmation: pass --yes (there is no terminal to ask on)"
         )
-    connection = _connect(options)
+    connection = connect(options)
     api, advertiser_id = connection.api, connection.advertiser_id
     deleted: list[str] = []
     try:
@@ -223,7 +226,7 @@ def audiences_delete(
                 for audience_id in chunk:
                     print(f"deleted audience {audience_id}", file=options.out)
     except (PermanentError, MisconfiguredError) as exc:
-        raise _refused(exc) from exc
+        raise refused(exc) from exc
     finally:
         if deleted and len(deleted) < len(ids):
             print(f"deleted before the failure: {', '.join(deleted)}", file=options.err)
