@@ -1,18 +1,17 @@
-"""The fake TikTok's audience API: the endpoints the destination calls with an access token.
+"""The fake TikTok's segment API: partner audiences and their streamed members.
 
 ``AudienceApi`` is the part of ``FakeTikTok`` that answers ``segment/audience/`` (create,
-delete), ``segment/mapping/`` (add or delete members), ``dmp/custom_audience/list/``,
-``get/`` and ``delete/``, and ``user/info/``. Each endpoint needs a scope of the token
-(``routes``), checks its request the way TikTok does (advertiser access, ``id_schema``
-and ``batch_data``, the limits on names, batch sizes, pages, ids and audiences per
+delete), ``segment/mapping/`` (add or delete members) and ``user/info/``, and holds the
+checks the DMP endpoints (``dmp_api``) share with them: advertiser access, finding an
+audience, the limit of audiences per advertiser, deleting. Each endpoint needs a scope of
+the token (``routes``), checks its request the way TikTok does (advertiser access,
+``id_schema`` and ``batch_data``, the limits on names, batch sizes and audiences per
 advertiser) and changes nothing when it refuses. Audiences created through the API refuse
 writes for ``fresh_audience_seconds``, as TikTok's do for a minute or two after creation.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,19 +23,17 @@ from destination.fake_server.checks import (
     bad,
     body_object,
     clip,
-    int_param,
     nonempty_strings,
-    required_param,
     required_str,
     short,
 )
 from destination.fake_server.store import (
-    SCOPE_READ_AUDIENCES,
     SCOPE_WRITE_AUDIENCES,
     Advertiser,
     Audience,
     FakeStore,
     Grant,
+    segment_name,
 )
 
 __all__ = ["ID_TYPES", "AudienceApi", "Handler"]
@@ -50,10 +47,6 @@ ID_TYPES: tuple[str, ...] = (
     "IDFA_MD5",
     "AAID_MD5",
 )
-
-MAX_PAGE_SIZE = 100
-MAX_GET_IDS = 100
-MAX_DELETE_IDS = 100
 
 _HEX = {64: re.compile(r"[0-9a-f]{64}"), 32: re.compile(r"[0-9a-f]{32}")}
 # an id type -> the length of its lowercase hex ids and their pattern
@@ -92,9 +85,6 @@ class AudienceApi(FakeStore):
         self._routes: dict[str, dict[str, tuple[Handler, int | None]]] = {
             "segment/audience": {"POST": (self._segment_audience, SCOPE_WRITE_AUDIENCES)},
             "segment/mapping": {"POST": (self._segment_mapping, SCOPE_WRITE_AUDIENCES)},
-            "dmp/custom_audience/list": {"GET": (self._audience_list, SCOPE_READ_AUDIENCES)},
-            "dmp/custom_audience/get": {"GET": (self._audience_get, SCOPE_READ_AUDIENCES)},
-            "dmp/custom_audience/delete": {"POST": (self._audience_delete, SCOPE_WRITE_AUDIENCES)},
             "user/info": {"GET": (self._user_info, None)},
         }
 
@@ -115,13 +105,49 @@ class AudienceApi(FakeStore):
 
     def _writable_audience(self, audience_id: str, owners: Iterable[str]) -> Audience:
         audience = self._find_audience(audience_id, owners)
+        self._check_settled(audience)
+        return audience
+
+    def _check_settled(self, audience: Audience) -> None:
+        """Refuse a write to an audience created less than ``fresh_audience_seconds`` ago."""
         age = self._clock() - audience.created_at
         if self.fresh_audience_seconds > 0 and age < self.fresh_audience_seconds:
             raise bad(
-                f"Audience {audience_id}: audience is still being processed, "
+                f"Audience {audience.audience_id}: audience is still being processed, "
                 "try again in a minute or two"
             )
-        return audience
+
+    def _check_room(self, advertiser_id: str) -> None:
+        """Refuse a create that would take the advertiser over its audience limit."""
+        live = sum(
+            1
+            for audience in self._audiences.values()
+            if audience.advertiser_id == advertiser_id and not audience.deleted
+        )
+        if live >= self.max_audiences_per_advertiser:
+            raise bad(
+                f"Advertiser {advertiser_id} has reached the limit of "
+                f"{self.max_audiences_per_advertiser} custom audiences; "
+                "delete some before creating more"
+            )
+
+    def _check_deletable(self, audience: Audience, advertiser_id: str) -> None:
+        """Refuse to delete an audience the advertiser's ad groups still use (TikTok's
+        rule: disconnect it first)."""
+        using = self._adgroups_using(audience.audience_id, (advertiser_id,))
+        if using:
+            names = ", ".join(adgroup.adgroup_id for adgroup in using)
+            raise bad(
+                f"Audience {audience.audience_id} is applied to ad group(s) {names}; "
+                "disconnect it from them before deleting it"
+            )
+
+    def _delete(self, audience: Audience) -> None:
+        """Delete an owned audience (``_check_deletable`` passed): the ad groups of the
+        advertisers it was shared with are disconnected from it, as when sharing stops."""
+        for adgroup in self._adgroups_using(audience.audience_id, audience.shared_with):
+            adgroup.drop(audience.audience_id)
+        audience.deleted = True
 
     # --------------------------------------- endpoints (the caller holds the lock)
 
@@ -134,23 +160,14 @@ class AudienceApi(FakeStore):
             name = body.get("custom_audience_name")
             if not isinstance(name, str) or not name.strip():
                 raise bad("custom_audience_name is required and must be a non-empty string")
-            live = sum(
-                1
-                for audience in self._audiences.values()
-                if audience.advertiser_id == advertiser_id and not audience.deleted
-            )
-            if live >= self.max_audiences_per_advertiser:
-                raise bad(
-                    f"Advertiser {advertiser_id} has reached the limit of "
-                    f"{self.max_audiences_per_advertiser} custom audiences; "
-                    "delete some before creating more"
-                )
-            audience = self._create_audience(advertiser_id, name)
+            self._check_room(advertiser_id)
+            audience = self._create_audience(advertiser_id, segment_name(name))
             return {"audience_id": audience.audience_id}
         if action == "delete":
             audience_id = required_str(body, "delete_audience_id")
             audience = self._find_audience(audience_id, (advertiser_id,))
-            audience.deleted = True
+            self._check_deletable(audience, advertiser_id)
+            self._delete(audience)
             return {}
         raise bad(f"action must be one of create, delete; got {short(action)}")
 
@@ -255,67 +272,6 @@ class AudienceApi(FakeStore):
                 {"index": i, "message": "user refused by the fake"} for i in sorted(refused_rows)
             ]
             raise Partial({"failed_rows": failed})
-        return {}
-
-    def _audience_list(self, grant: Grant, request: ApiRequest) -> dict[str, Any]:
-        advertiser_id = required_param(request, "advertiser_id")
-        self._check_advertiser(grant, advertiser_id)
-        page = int_param(request, "page", default=1, maximum=None)
-        page_size = int_param(request, "page_size", default=10, maximum=MAX_PAGE_SIZE)
-        owned = [
-            audience
-            for audience in self._audiences.values()
-            if audience.advertiser_id == advertiser_id and not audience.deleted
-        ]
-        start = (page - 1) * page_size
-        return {
-            "list": [audience.details() for audience in owned[start : start + page_size]],
-            "page_info": {
-                "page": page,
-                "page_size": page_size,
-                "total_number": len(owned),
-                "total_page": math.ceil(len(owned) / page_size),
-            },
-        }
-
-    def _audience_get(self, grant: Grant, request: ApiRequest) -> dict[str, Any]:
-        advertiser_id = required_param(request, "advertiser_id")
-        self._check_advertiser(grant, advertiser_id)
-        raw = required_param(request, "custom_audience_ids")
-        try:
-            ids = json.loads(raw)
-        except ValueError:
-            ids = None
-        if not isinstance(ids, list) or not all(isinstance(a, str) and a for a in ids):
-            raise bad('custom_audience_ids must be a JSON-encoded list of strings, e.g. ["123"]')
-        if not 1 <= len(ids) <= MAX_GET_IDS:
-            raise bad(f"custom_audience_ids must hold 1 to {MAX_GET_IDS} ids, got {len(ids)}")
-        found = [self._find_audience(audience_id, (advertiser_id,)) for audience_id in ids]
-        return {
-            "list": [
-                {"audience_details": audience.details(), "audience_history": []}
-                for audience in found
-            ]
-        }
-
-    def _audience_delete(self, grant: Grant, request: ApiRequest) -> dict[str, Any]:
-        """Every id must be the advertiser's own live audience, or nothing is deleted.
-
-        Not modelled, as the fake knows neither: audiences shared with the advertiser
-        (TikTok lets only the owner delete), and ad groups using an audience (TikTok
-        refuses to delete it until it is disconnected).
-        """
-        body = body_object(request)
-        advertiser_id = required_str(body, "advertiser_id")
-        self._check_advertiser(grant, advertiser_id)
-        ids = body.get("custom_audience_ids")
-        if not nonempty_strings(ids):
-            raise bad("custom_audience_ids must be a non-empty list of strings")
-        if len(ids) > MAX_DELETE_IDS:
-            raise Rejected(40011, f"Too many custom_audience_ids: {len(ids)} > {MAX_DELETE_IDS}")
-        found = [self._find_audience(audience_id, (advertiser_id,)) for audience_id in ids]
-        for audience in found:
-            audience.deleted = True
         return {}
 
     def _user_info(self, grant: Grant, request: ApiRequest) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """The fake TikTok over real HTTP, on the standard library's ``ThreadingHTTPServer``.
 
 ``/open_api/v1.3/<path>`` plus query string, headers and JSON body become an
-``ApiRequest`` for ``FakeTikTok.send``; its ``ApiResponse`` is written back as JSON (or
-as an HTML page for a scripted non-JSON failure). ``/portal/auth`` is the consent page
-(GET shows it, POST takes the Approve / Deny form and redirects). Anything else is a 404.
+``ApiRequest`` for ``FakeTikTok.send``; a multipart/form-data body (a customer file
+upload) becomes its ``params`` (the plain fields, after the query's) and ``files`` (each
+file part spooled to a temporary file, deleted once answered). Its ``ApiResponse`` is
+written back as JSON (or as an HTML page for a scripted non-JSON failure).
+``/portal/auth`` is the consent page (GET shows it, POST takes the Approve / Deny form and
+redirects). Anything else is a 404.
 Connections are kept alive (HTTP/1.1), as TikTok's are.
 """
 
@@ -23,6 +26,7 @@ import orjson
 
 from destination.backends import ApiRequest, ApiResponse
 from destination.fake_server.faults import FakeConnectionDrop
+from destination.fake_server.multipart import Form, MultipartError, boundary_of, read_form
 from destination.fake_server.portal import PortalReply
 from destination.fake_server.state import FakeTikTok
 from destination.gc_tuning import few_collections
@@ -34,6 +38,7 @@ __all__ = ["RunningServer", "serve_forever", "serve_in_thread"]
 _PREFIX = f"/open_api/{API_VERSION}/"
 _PORTAL = "/portal/auth"
 _MAX_BODY = 64 * 1024 * 1024
+_MAX_UPLOAD = 1024 * 1024 * 1024  # a multipart body: spooled to disk, not held in memory
 
 
 class _Server(ThreadingHTTPServer):
@@ -111,12 +116,28 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if not 0 <= length <= _MAX_BODY:
+        boundary = boundary_of(self.headers.get("Content-Type") or "")
+        if not 0 <= length <= (_MAX_BODY if boundary is None else _MAX_UPLOAD):
             self.close_connection = True  # the body was not read: nothing after it can be
             self._write_envelope(400, 40000, "invalid Content-Length")
             return
+        if boundary is not None:
+            try:
+                form = read_form(self.rfile, length, boundary)
+            except MultipartError as exc:
+                self.close_connection = True  # the body may be partly unread
+                self._write_envelope(400, 40002, f"invalid multipart/form-data body: {exc}")
+                return
+            try:
+                self._api(b"", form)
+            finally:
+                form.remove()
+            return
         raw = self.rfile.read(length) if length else b""
+        self._api(raw, None)
 
+    def _api(self, raw: bytes, form: Form | None) -> None:
+        """Answer a request whose body was read: ``raw`` JSON, or a multipart ``form``."""
         parts = urlsplit(self.path)
         if parts.path.rstrip("/") == _PORTAL and self.command in ("GET", "POST"):
             self._portal(parts.query, raw)
@@ -139,12 +160,15 @@ class _Handler(BaseHTTPRequestHandler):
             name: values[0]
             for name, values in parse_qs(parts.query, keep_blank_values=True).items()
         }
+        if form is not None:
+            params.update(form.fields)
         request = ApiRequest(
             method=self.command,
             path=unquote(parts.path[len(_PREFIX) :]),
             params=params,
             json=body,
             headers=dict(self.headers.items()),
+            files={} if form is None else form.files,
         )
         server: _Server = self.server  # type: ignore[assignment]
         try:

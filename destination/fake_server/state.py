@@ -8,9 +8,10 @@ audiences and their members, so tests can assert what TikTok would hold. A rejec
 request changes nothing.
 
 Its parts, one concern each (all share ``store.FakeStore``: the lock, the accounts, the
-tokens, the audiences and the request log):
+tokens, the audiences, the ad groups and the request log):
 
-- ``audience_api.AudienceApi``: the endpoints called with an access token;
+- ``audience_api.AudienceApi``: the segment API (partner audiences and their members);
+- ``dmp_api.DmpApi``: the custom audience (DMP) endpoints and ``adgroup/get``;
 - ``oauth.OAuthPortal``: apps, the consent portal and the ``oauth2/`` endpoints;
 - ``faults.FaultControls``: scripted failures, random faults, refused users, holds.
 
@@ -28,8 +29,9 @@ from dataclasses import replace
 from typing import Any
 
 from destination.backends import ApiRequest, ApiResponse
-from destination.fake_server.audience_api import ID_TYPES, AudienceApi
+from destination.fake_server.audience_api import ID_TYPES
 from destination.fake_server.checks import Partial, Rejected, envelope, normalize_path
+from destination.fake_server.dmp_api import DmpApi
 from destination.fake_server.faults import FakeConnectionDrop, FaultControls
 from destination.fake_server.oauth import AUTH_CODE_SECONDS, OAuthPortal
 from destination.fake_server.portal import PortalReply
@@ -38,7 +40,7 @@ from destination.fake_server.store import FakeAudience
 __all__ = ["AUTH_CODE_SECONDS", "ID_TYPES", "FakeAudience", "FakeTikTok", "PortalReply"]
 
 
-class FakeTikTok(AudienceApi, OAuthPortal, FaultControls):
+class FakeTikTok(DmpApi, OAuthPortal, FaultControls):
     """A fake TikTok Marketing API, in-process and thread-safe (one lock).
 
     Set it up with ``add_advertiser`` and ``add_token`` (advertisers first), then hand it
@@ -74,7 +76,8 @@ class FakeTikTok(AudienceApi, OAuthPortal, FaultControls):
     def __repr__(self) -> str:
         return (
             f"FakeTikTok(advertisers={len(self._advertisers)}, "
-            f"audiences={len(self._audiences)}, requests={len(self._requests)})"
+            f"audiences={len(self._audiences)}, adgroups={len(self._adgroups)}, "
+            f"requests={len(self._requests)})"
         )
 
     # ---------------------------------------------------------------------- Backend
@@ -88,6 +91,7 @@ class FakeTikTok(AudienceApi, OAuthPortal, FaultControls):
                 params=dict(request.params),
                 headers=dict(request.headers),
                 json=copy.deepcopy(request.json),
+                files=dict(request.files),
             )
         )
 
