@@ -14,15 +14,20 @@ and names no path in that folder.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.resources import data_dir
 from destination.runner.sync import SyncOptions, run_sync
+from destination.tiktok.dmp.commands import audiences_apply, audiences_plan
+from destination.tiktok.manage import ManageOptions
 
 __all__ = [
     "DEMO_ADVERTISER_ID",
@@ -39,19 +44,35 @@ DEMO_TOKEN = "demo-access-token"  # noqa: S105 (accepted by the fake server only
 DEMO_APP_ID = "7100000000000000001"
 DEMO_APP_SECRET = "demo-app-secret"  # noqa: S105 (accepted by the fake server only)
 DEMO_LEGACY_AUDIENCE = "Newsletter subscribers"
+DEMO_PARTNER_ID = "7000000000000000002"  # the same Business Center: audiences are shared with it
 DEMO_WAREHOUSE_AUDIENCE = "Active customers (warehouse)"
 CREATE_AUDIENCE = "Create Audience"  # the legacy mapping file's subscription name
 TEMPORARY_FILE = "<a temporary file, deleted after the demo: its lines are shown below>"
 
 
-def demo_fake(*, keep_requests: int | None = None) -> FakeTikTok:
-    """A fake TikTok with the demo advertiser, token, app and the legacy demo audience.
+class DemoClock:
+    """The fake's clock: this machine's, plus days the demo lets pass (audiences take
+    24-48 hours to fill at TikTok, and so at the fake)."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skipped
+
+
+def demo_fake(
+    *, keep_requests: int | None = None, clock: Callable[[], float] = time.monotonic
+) -> FakeTikTok:
+    """A fake TikTok with the demo advertiser, token, app and the legacy demo audience,
+    and a second advertiser of the same Business Center (audiences are shared with it).
 
     The audience gets the fake's first id, ``1800000000000000001``: the one the shipped
     ``mappings/segment-legacy.json`` names. ``keep_requests`` as in ``FakeTikTok``.
     """
-    fake = FakeTikTok(keep_requests=keep_requests)
+    fake = FakeTikTok(keep_requests=keep_requests, clock=clock)
     fake.add_advertiser(DEMO_ADVERTISER_ID, name="Demo advertiser")
+    fake.add_advertiser(DEMO_PARTNER_ID, name="Demo agency")
     fake.add_token(DEMO_TOKEN, advertiser_ids=[DEMO_ADVERTISER_ID])
     fake.add_app(DEMO_APP_ID, DEMO_APP_SECRET, [DEMO_ADVERTISER_ID], name="Demo app")
     fake.add_audience(DEMO_ADVERTISER_ID, DEMO_LEGACY_AUDIENCE)
@@ -60,7 +81,8 @@ def demo_fake(*, keep_requests: int | None = None) -> FakeTikTok:
 
 def run_demo(out: IO[str], *, work_dir: Path | None = None) -> int:
     """Run the demo, writing a readable report to ``out``; 0 when every summary adds up."""
-    fake = demo_fake()
+    clock = DemoClock()
+    fake = demo_fake(clock=clock)
     fixtures = data_dir("fixtures") / "demo"
     mappings = data_dir("mappings")
     ok = True
@@ -99,6 +121,7 @@ def run_demo(out: IO[str], *, work_dir: Path | None = None) -> int:
                     f"  rejected line {record['line']}: {record['reason']}: {record['message']}\n"
                 )
         ok = _warehouse_part(fake, fixtures, work, environ, out) and ok
+        _audiences_part(clock, work, environ, out)
         out.write("\n== what the fake TikTok now holds\n")
         for audience in fake.audiences():
             counts = ", ".join(
@@ -158,6 +181,36 @@ def _warehouse_part(
                 f"  rejected row {record['primary_key']}: {record['reason']}: {record['message']}\n"
             )
     return ok
+
+
+def _audiences_part(clock: DemoClock, work: Path, environ: dict[str, str], out: IO[str]) -> None:
+    """Audiences as code: plan, apply, two days later apply again (the lookalike waited
+    for its source to fill), then plan again: nothing left to do."""
+    definitions = work / "audiences"
+    shutil.copytree(data_dir("fixtures") / "audiences", definitions)
+    out.write(
+        "\n== audiences as code: fixtures/audiences (one definition per type) -> "
+        "plan, apply, apply again two days later, plan\n"
+    )
+    commands = {"TIKTOK_ADVERTISER_ID": DEMO_ADVERTISER_ID, **environ}
+
+    def run(step: str, command: Callable[[ManageOptions], None]) -> dict[str, Any]:
+        said = io.StringIO()
+        printed = io.StringIO()
+        command(ManageOptions(environ=commands, out=printed, err=said))
+        lines = printed.getvalue().splitlines()
+        out.write(f"\n-- {step}\n")
+        out.writelines(f"   {line}\n" for line in [*lines[:-1], *said.getvalue().splitlines()])
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+
+    run("plan", lambda o: audiences_plan(o, definitions, prune=False))
+    run("apply", lambda o: audiences_apply(o, definitions, prune=False))
+    clock.skipped += 2 * 24 * 3600  # the fake's audiences fill in 24-48 hours
+    run("two days later: apply again", lambda o: audiences_apply(o, definitions, prune=False))
+    last = run("plan again", lambda o: audiences_plan(o, definitions, prune=False))
+    changes = sum(last[kind] for kind in ("create", "update", "share", "unshare", "delete"))
+    out.write(f"   {changes} changes left, {last['unchanged']} audiences unchanged\n")
 
 
 # what the demo shows of a warehouse sync's summary

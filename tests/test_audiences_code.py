@@ -16,6 +16,7 @@ import pytest
 
 from destination.backends import ApiRequest
 from destination.cli import main
+from destination.demo import run_demo
 from destination.fake_server import FakeTikTok, serve_in_thread
 from tests.clock import FakeClock
 
@@ -331,3 +332,12 @@ def test_a_redefined_rule_audience_is_made_again_and_the_old_one_deleted(
     assert new != old
     alive = {a.audience_id for a in served.fake.audiences(OWNER) if not a.deleted}
     assert new in alive and old not in alive
+
+
+def test_the_demo_plans_applies_and_plans_again_with_nothing_left() -> None:
+    out = io.StringIO()
+    assert run_demo(out) == 0
+    part = out.getvalue().split("== audiences as code")[1].split("== what the fake")[0]
+    assert "-- plan\n" in part and "-- apply\n" in part and "-- plan again\n" in part
+    assert "0 changes left, 6 audiences unchanged" in part
+    assert "TikTok makes a lookalike from 100 on" in part  # it waited for its source
