@@ -22,7 +22,8 @@ import requests
 from destination.backends import ApiRequest, ApiResponse
 from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.fake_server.multipart import MultipartError, read_form
-from destination.tiktok.api import API_VERSION
+from destination.kit.settings import Secret
+from destination.tiktok.api import API_VERSION, TikTokApi, tiktok_backend
 from tests.clock import HANG_GUARD, FakeClock
 
 TOKEN = "tok-dmp-owner"
@@ -895,6 +896,18 @@ def test_the_upload_over_http_is_multipart_spooled_to_disk(
         "file_paths": [reply.json()["data"]["file_path"]],
     }
     audience_id = ok(post(fake, DMP + "create/", body))["custom_audience_id"]
+    assert fake.members(audience_id) == {"EMAIL_SHA256": set(hashes)}
+
+
+def test_the_clients_streamed_upload_reaches_the_fake_over_http(
+    fake: FakeTikTok, tmp_path: Path
+) -> None:
+    hashes = emails(1_500)
+    path, signature = write_file(tmp_path, [[h] for h in hashes])
+    with serve_in_thread(fake) as server:
+        api = TikTokApi(tiktok_backend(server.base_url), Secret(TOKEN))
+        file_path = api.upload_audience_file(OWNER, path, signature)
+        audience_id = api.create_customer_file_audience(OWNER, "Streamed", [file_path])
     assert fake.members(audience_id) == {"EMAIL_SHA256": set(hashes)}
 
 

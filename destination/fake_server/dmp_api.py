@@ -368,12 +368,14 @@ class DmpApi(AudienceApi):
         )
         has_files = "file_paths" in body
         renamed = self._new_name(body) if "custom_audience_name" in body else None
-        if not has_files and renamed is None:
-            raise bad("nothing to update: give file_paths (with an action) or custom_audience_name")
         if not has_files:
+            if renamed is None:
+                raise bad(
+                    "nothing to update: give file_paths (with an action) or custom_audience_name"
+                )
             if "action" in body:
                 raise bad("action needs file_paths: the files to add, remove or replace")
-            audience.name = renamed or audience.name
+            audience.name = renamed
             return {}
         if audience.type != CUSTOMER_FILE:
             raise bad(
