@@ -341,3 +341,38 @@ def test_the_demo_plans_applies_and_plans_again_with_nothing_left() -> None:
     assert "-- plan\n" in part and "-- apply\n" in part and "-- plan again\n" in part
     assert "0 changes left, 6 audiences unchanged" in part
     assert "TikTok makes a lookalike from 100 on" in part  # it waited for its source
+
+
+def test_a_lookalike_of_an_audience_shared_with_us_is_blocked_before_any_call(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    theirs = served.fake.add_audience(PARTNER, "their customers")
+    served.fake.add_token("partner-token", advertiser_ids=[PARTNER])
+    shared = served.fake.send(
+        ApiRequest(
+            "POST",
+            "dmp/custom_audience/share/",
+            json={
+                "advertiser_id": PARTNER,
+                "custom_audience_ids": [theirs],
+                "shared_advertiser_ids": [OWNER],
+            },
+            headers={"Access-Token": "partner-token"},
+        )
+    )
+    assert shared.body is not None and shared.body["code"] == 0, shared.text
+    [key] = keys_of(served, "lookalike")
+    rewrite(served, key, lambda d: d["lookalike"].update(source=theirs))
+    before = posts(served.fake)
+    plan = cli(capsys, "audiences", "plan", "--dir", served.definitions)
+    [item] = [i for i in plan.last["items"] if i["key"] == key and i["kind"] == "create"]
+    assert "a recipient cannot make a lookalike of it" in item["blocked"]
+    run = cli(capsys, "audiences", "apply", "--dir", served.definitions)
+    assert run.code == 2 and "nothing applied" in run.stderr
+    assert posts(served.fake) == before
+
+
+def test_the_state_file_holds_no_secret(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    apply_all(served, capsys)
+    text = (served.definitions.parent / "audiences.state.json").read_text("utf-8")
+    assert TOKEN not in text and "@example.com" not in text

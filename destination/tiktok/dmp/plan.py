@@ -25,7 +25,7 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,9 +171,13 @@ def make_plan(
     items: list[Item] = []
     warnings: list[str] = []
     defined = {d.key for d in definitions}
+    ids = {key: held.audience_id for key, held in state.audiences.items()}
     for definition in definitions:
         held = state.audiences.get(definition.key)
-        items.extend(_items_for(definition, held, remote, now=now, warnings=warnings))
+        made = _items_for(definition, held, remote, now=now, warnings=warnings)
+        if definition.type == "lookalike":
+            made = [_source_check(item, definition, ids, remote) for item in made]
+        items.extend(made)
     for key, held in sorted(state.audiences.items()):
         if key in defined:
             continue
@@ -289,6 +293,23 @@ def _items_for(
             )
         )
     return items
+
+
+def _source_check(item: Item, definition: Definition, ids: dict[str, str], remote: Remote) -> Item:
+    """A lookalike cannot be made from an audience another advertiser shares with this
+    one (TikTok's sharing rules): its create or re-making is blocked."""
+    if item.kind not in ("create", "update") or item.blocked:
+        return item
+    source = str(definition.spec["source"])
+    source_id = ids.get(source, source if source.isdigit() else "")
+    found = remote.audiences.get(source_id)
+    if found is None or found.owned:
+        return item
+    return replace(
+        item,
+        blocked=f"its source {source} (audience {source_id}) is shared with this advertiser "
+        "by its owner: a recipient cannot make a lookalike of it",
+    )
 
 
 def _change(
