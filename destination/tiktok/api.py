@@ -557,27 +557,40 @@ class TikTokApi:
     def list_audiences(self, advertiser_id: str) -> list[dict[str, Any]]:
         """``dmp/custom_audience/list/``: the advertiser's audiences (own and shared), every
         page."""
+        return self._pages(
+            "dmp/custom_audience/list/",
+            what="list audiences",
+            advertiser_id=advertiser_id,
+            page_size=LIST_PAGE_SIZE,
+            max_pages=MAX_LIST_PAGES,
+        )
+
+    def _pages(
+        self, path: str, *, what: str, advertiser_id: str, page_size: int, max_pages: int
+    ) -> list[dict[str, Any]]:
+        """Every entry of a paged GET (``page`` / ``page_size``, ``page_info.total_page``),
+        ``max_pages`` pages at most."""
         found: list[dict[str, Any]] = []
         page, pages = 1, 1
         while page <= pages:
             data = self._call(
                 "GET",
-                "dmp/custom_audience/list/",
-                what="list audiences",
+                path,
+                what=what,
                 advertiser_id=advertiser_id,
                 params={
                     "advertiser_id": advertiser_id,
                     "page": str(page),
-                    "page_size": str(LIST_PAGE_SIZE),
+                    "page_size": str(page_size),
                 },
             ).data
             listed = data.get("list")
             if not isinstance(listed, list) or not listed:
                 break
-            found.extend(audience for audience in listed if isinstance(audience, dict))
+            found.extend(entry for entry in listed if isinstance(entry, dict))
             info = data.get("page_info")
             total = info.get("total_page") if isinstance(info, dict) else None
-            pages = min(total, MAX_LIST_PAGES) if isinstance(total, int) else page
+            pages = min(total, max_pages) if isinstance(total, int) else page
             page += 1
         return found
 
@@ -848,29 +861,13 @@ class TikTokApi:
     def list_adgroups(self, advertiser_id: str) -> list[dict[str, Any]]:
         """``adgroup/get/``: the advertiser's ad groups (with the audiences each includes
         and excludes), every page."""
-        found: list[dict[str, Any]] = []
-        page, pages = 1, 1
-        while page <= pages:
-            data = self._call(
-                "GET",
-                "adgroup/get/",
-                what="list ad groups",
-                advertiser_id=advertiser_id,
-                params={
-                    "advertiser_id": advertiser_id,
-                    "page": str(page),
-                    "page_size": str(ADGROUP_PAGE_SIZE),
-                },
-            ).data
-            listed = data.get("list")
-            if not isinstance(listed, list) or not listed:
-                break
-            found.extend(adgroup for adgroup in listed if isinstance(adgroup, dict))
-            info = data.get("page_info")
-            total = info.get("total_page") if isinstance(info, dict) else None
-            pages = min(total, MAX_ADGROUP_PAGES) if isinstance(total, int) else page
-            page += 1
-        return found
+        return self._pages(
+            "adgroup/get/",
+            what="list ad groups",
+            advertiser_id=advertiser_id,
+            page_size=ADGROUP_PAGE_SIZE,
+            max_pages=MAX_ADGROUP_PAGES,
+        )
 
     def segment_mapping(
         self,
