@@ -95,9 +95,11 @@ def test_list_prints_a_table_and_every_page_as_json_last(
     assert [a["audience_id"] for a in listed][1:] == made
     assert paths(served.fake).count("dmp/custom_audience/list") == 3  # 100 a page
     header, *rows = run.stdout.splitlines()[:-1]
-    assert header.split() == ["ID", "NAME", "TYPE", "SIZE", "VALID", "EXPIRING", "SHARED"]
+    heading = ["ID", "NAME", "TYPE", "SIZE", "VALID", "EXPIRING", "SHARED", "TARGETABLE"]
+    assert header.split() == heading
     assert len(rows) == 206
-    assert rows[-1].split() == [made[-1], "vip", "204", "Partner", "0", "yes", "no", "no"]
+    # valid, but TikTok targets an ad group with it from 1,000 users on
+    assert rows[-1].split() == [made[-1], "vip", "204", "Partner", "0", "yes", "no", "no", "no"]
 
 
 def test_list_of_an_advertiser_the_token_may_not_manage_exits_2_with_tiktoks_message(
@@ -338,3 +340,43 @@ def test_fake_delete_needs_the_write_scope(fake: FakeTikTok) -> None:
     )
     assert code_of(reply) == 40001
     assert not any(a.deleted for a in fake.audiences())
+
+
+def test_list_says_which_audiences_can_target_an_ad_group(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big = served.fake.add_audience(DEMO_ADVERTISER_ID, "big")  # holds its members at once
+    members = {"EMAIL_SHA256": [f"{n:064x}" for n in range(1500)]}
+    served.fake.send(
+        ApiRequest(
+            "POST",
+            "segment/mapping/",
+            json={
+                "advertiser_ids": [DEMO_ADVERTISER_ID],
+                "action": "add",
+                "id_schema": ["EMAIL_SHA256"],
+                "batch_data": [
+                    [{"id": h, "audience_ids": [big]}] for h in members["EMAIL_SHA256"][:1000]
+                ],
+            },
+            headers={"Access-Token": TOKEN},
+        )
+    )
+    served.fake.send(
+        ApiRequest(
+            "POST",
+            "segment/mapping/",
+            json={
+                "advertiser_ids": [DEMO_ADVERTISER_ID],
+                "action": "add",
+                "id_schema": ["EMAIL_SHA256"],
+                "batch_data": [
+                    [{"id": h, "audience_ids": [big]}] for h in members["EMAIL_SHA256"][1000:]
+                ],
+            },
+            headers={"Access-Token": TOKEN},
+        )
+    )
+    run = run_cli(capsys, "audiences", "list")
+    [row] = [line for line in run.stdout.splitlines() if line.startswith(big)]
+    assert row.split()[-1] == "yes" and "1500" in row.split()

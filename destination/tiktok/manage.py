@@ -29,6 +29,7 @@ from destination.tiktok.api import (
 )
 from destination.tiktok.auth.provider import stored_entry, token_for_run
 from destination.tiktok.auth.store import TokenEntry, TokenStore, default_token_store
+from destination.tiktok.dmp.facts import MIN_TARGETABLE
 from destination.tiktok.settings import (
     ADVERTISER_VARIABLE,
     BASE_URL_VARIABLE,
@@ -60,6 +61,7 @@ _COLUMNS = (
     ("VALID", "is_valid"),
     ("EXPIRING", "is_expiring"),
     ("SHARED", "shared"),
+    ("TARGETABLE", "targetable"),  # not TikTok's: valid, and at least 1,000 users
 )
 _NAME_WIDTH = 40
 
@@ -163,7 +165,9 @@ def audiences_list(options: ManageOptions) -> None:
     except (PermanentError, MisconfiguredError) as exc:
         raise refused(exc) from exc
     rows = [[heading for heading, _ in _COLUMNS]]
-    rows.extend([_cell(audience.get(key)) for _, key in _COLUMNS] for audience in audiences)
+    for audience in audiences:
+        shown = {**audience, "targetable": _targetable(audience)}
+        rows.append([_cell(shown.get(key)) for _, key in _COLUMNS])
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     for row in rows:
         print(
@@ -171,6 +175,13 @@ def audiences_list(options: ManageOptions) -> None:
             file=options.out,
         )
     options.out.write(json.dumps({"audiences": audiences}, sort_keys=True) + "\n")
+
+
+def _targetable(audience: Mapping[str, Any]) -> bool:
+    """Whether TikTok lets an ad group target the audience: valid, and at least
+    ``MIN_TARGETABLE`` matched users."""
+    size = audience.get("cover_num")
+    return audience.get("is_valid") is True and isinstance(size, int) and size >= MIN_TARGETABLE
 
 
 def _cell(value: Any) -> str:
