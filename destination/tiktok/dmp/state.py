@@ -64,9 +64,15 @@ class AudienceState:
                 f"{path} records the audiences of advertiser {document.get('advertiser_id')}, "
                 f"not {advertiser_id}: give that advertiser, or another folder"
             )
-        audiences = {
-            str(key): Held(**_fields(value)) for key, value in document["audiences"].items()
-        }
+        try:
+            audiences = {
+                str(key): Held(**_fields(value)) for key, value in document["audiences"].items()
+            }
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"{path} is damaged ({type(exc).__name__}: {exc}): restore it from version "
+                "control, or re-adopt each audience with `audiences import`"
+            ) from None
         return cls(path, advertiser_id, audiences)
 
     def save(self) -> None:
