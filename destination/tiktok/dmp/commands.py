@@ -36,6 +36,16 @@ __all__ = [
 
 _COLUMNS = ("KIND", "KEY", "TYPE", "AUDIENCE", "DETAIL")
 
+# what TikTok lists each definition type as: an import of another type is refused, since
+# apply would send it what only its own type takes (a file update to a rule audience...)
+_LISTED_AS = {
+    "customer_file": "Customer File",
+    "engagement": "Engagement",
+    "app_activity": "App Activity",
+    "lookalike": "Lookalike",
+    "partner": "Partner",
+}
+
 
 def _definitions(directory: Path) -> list[Definition]:
     if not directory.is_dir():
@@ -145,6 +155,13 @@ def audiences_import(options: ManageOptions, directory: Path, key: str, audience
             "and apply --prune first, or pick another key"
         )
     details = _details(connection, audience_id)
+    listed = details.get("type")
+    if listed and listed != _LISTED_AS[definition.type]:
+        raise ConfigurationError(
+            f"audience {audience_id} is a {listed} audience at TikTok, and {key} defines a "
+            f"{definition.type} one ({_LISTED_AS[definition.type]}): import it under a "
+            "definition of its type"
+        )
     digest = (
         file_md5(customer_file_path(definition)) if definition.type == "customer_file" else None
     )
