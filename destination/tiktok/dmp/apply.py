@@ -80,6 +80,7 @@ def apply_plan(
         api, state, remote, settings, work, clock, Applied(), {d.key: d for d in definitions}
     )
     made_again: set[str] = set()
+    not_made: set[str] = set()  # creates deferred: the state may still hold a gone audience
     order = {"create": 0, "update": 1, "share": 2, "unshare": 3, "delete": 4}
     creates = [i for i in plan.items if i.kind == "create"]
     # lookalikes after the audiences they may be made from
@@ -91,7 +92,7 @@ def apply_plan(
     for item in [*creates, *rest]:
         if item.kind in ("share", "unshare") and item.key in made_again:
             continue  # the new audience was shared as defined when it was made
-        if item.kind == "share" and item.key not in state.audiences:
+        if item.kind == "share" and (item.key not in state.audiences or item.key in not_made):
             continue  # its audience could not be made in this apply (see deferred)
         step = _STEPS[item.kind]
         if step(run, item):
@@ -100,6 +101,8 @@ def apply_plan(
                 made_again.add(item.key)
         else:
             run.applied.deferred.append(item)
+            if item.kind == "create":
+                not_made.add(item.key)
         state.save()
     return run.applied
 
