@@ -198,10 +198,15 @@ def _update(run: _Run, item: Item) -> bool:
     if audience_id is None:
         return False
     old = held.audience_id
-    run.state.audiences[item.key] = Held(audience_id, definition.type, definition.fingerprint())
+    made = Held(
+        audience_id, definition.type, definition.fingerprint(), replaced=[*held.replaced, old]
+    )
+    run.state.audiences[item.key] = made
     run.state.save()
     _share(run, item.key, list(definition.share_with))
+    run.state.save()
     run.api.delete_audiences(run.state.advertiser_id, [old])
+    made.replaced.remove(old)
     return True
 
 
@@ -228,9 +233,13 @@ def _unshare(run: _Run, item: Item) -> bool:
 
 def _delete(run: _Run, item: Item) -> bool:
     held = run.state.audiences[item.key]
-    if held.audience_id in run.remote.audiences:
-        run.api.delete_audiences(run.state.advertiser_id, [held.audience_id])
-    del run.state.audiences[item.key]
+    audience_id = item.audience_id or held.audience_id
+    if audience_id in run.remote.audiences:
+        run.api.delete_audiences(run.state.advertiser_id, [audience_id])
+    if audience_id in held.replaced:  # an old audience of a key made again
+        held.replaced.remove(audience_id)
+    else:
+        del run.state.audiences[item.key]
     return True
 
 

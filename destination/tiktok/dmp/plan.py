@@ -179,6 +179,20 @@ def make_plan(
             made = [_source_check(item, definition, ids, remote) for item in made]
         items.extend(made)
     for key, held in sorted(state.audiences.items()):
+        for old in held.replaced:  # left by an apply that made the key again and stopped
+            adgroups = remote.adgroups.get(old, ())
+            items.append(
+                Item(
+                    "delete",
+                    key,
+                    "",
+                    held.type,
+                    old,
+                    detail="the audience it was before it was made again",
+                    adgroups=adgroups,
+                    blocked=_applied(adgroups, "deleted"),
+                )
+            )
         if key in defined:
             continue
         if not prune:
