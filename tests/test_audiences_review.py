@@ -60,8 +60,10 @@ def test_a_lookalike_follows_its_source_when_the_source_is_made_again(
     state = state_of(served)["audiences"]
     new_source = state[source]["audience_id"]
     assert new_source != old_source
-    lookalike = alive(served)[state["a-like-cart"]["audience_id"]]
-    assert lookalike.lookalike_spec["source_audience_id"] == new_source
+    assert state["a-like-cart"]["audience_id"] in alive(served)
+    made = [r.json for r in served.fake.requests if r.path.endswith("lookalike/create/")]
+    assert made[-1]["custom_audience_name"] == f"Like {source}"
+    assert made[-1]["lookalike_spec"]["source_audience_id"] == new_source
     again = cli(capsys, "audiences", "plan", "--dir", served.definitions)
     assert again.last["update"] == again.last["create"] == 0
 
