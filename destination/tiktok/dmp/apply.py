@@ -87,7 +87,8 @@ def apply_plan(
     creates.sort(key=lambda i: i.type == "lookalike")
     rest = sorted(
         (i for i in plan.items if i.kind not in ("create", "unchanged")),
-        key=lambda i: order[i.kind],
+        # lookalikes made again after their source is
+        key=lambda i: (order[i.kind], i.type == "lookalike"),
     )
     for item in [*creates, *rest]:
         if item.kind in ("share", "unshare") and item.key in made_again:
@@ -118,6 +119,7 @@ def _create(run: _Run, item: Item) -> bool:
         fingerprint=definition.fingerprint(),
         shared_with=[],
         file_md5=item.file_md5 or None,
+        source_id=_source_id(run, definition),
     )
     return True
 
@@ -139,11 +141,19 @@ def _make(run: _Run, definition: Definition) -> str | None:
     return api.create_lookalike(lookalike_create_body(definition, advertiser_id, source))
 
 
+def _source_id(run: _Run, definition: Definition) -> str | None:
+    """A lookalike's source audience id now (its key's in the state, or the id given)."""
+    if definition.type != "lookalike":
+        return None
+    source = str(definition.spec["source"])
+    held = run.state.audiences.get(source)
+    return held.audience_id if held else source if source.isdigit() else None
+
+
 def _lookalike_source(run: _Run, definition: Definition) -> str | None:
     """The source audience's id, once it exists and holds TikTok's minimum of users."""
     source = str(definition.spec["source"])
-    held = run.state.audiences.get(source)
-    audience_id = held.audience_id if held else source if source.isdigit() else None
+    audience_id = _source_id(run, definition)
     if audience_id is None:
         run.applied.warnings.append(
             f"{definition.key}: its source {source} could not be made: the lookalike waits"
@@ -199,7 +209,11 @@ def _update(run: _Run, item: Item) -> bool:
         return False
     old = held.audience_id
     made = Held(
-        audience_id, definition.type, definition.fingerprint(), replaced=[*held.replaced, old]
+        audience_id,
+        definition.type,
+        definition.fingerprint(),
+        source_id=_source_id(run, definition),
+        replaced=[*held.replaced, old],
     )
     run.state.audiences[item.key] = made
     run.state.save()

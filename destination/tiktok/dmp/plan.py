@@ -178,6 +178,7 @@ def make_plan(
         if definition.type == "lookalike":
             made = [_source_check(item, definition, ids, remote) for item in made]
         items.extend(made)
+    items = _follow_sources(items, definitions, state, ids, remote)
     for key, held in sorted(state.audiences.items()):
         for old in held.replaced:  # left by an apply that made the key again and stopped
             adgroups = remote.adgroups.get(old, ())
@@ -307,6 +308,45 @@ def _items_for(
             )
         )
     return items
+
+
+def _follow_sources(
+    items: list[Item],
+    definitions: Sequence[Definition],
+    state: AudienceState,
+    ids: dict[str, str],
+    remote: Remote,
+) -> list[Item]:
+    """A lookalike is made from one audience: when its source key is made again (or was
+    made again while the lookalike waited), the lookalike is made again from the new one."""
+    remade = {
+        i.key
+        for i in items
+        if i.kind == "create" or (i.kind == "update" and i.type != "customer_file")
+    }
+    lookalikes = {d.key: d for d in definitions if d.type == "lookalike"}
+    followed: list[Item] = []
+    for item in items:
+        definition = lookalikes.get(item.key)
+        held = state.audiences.get(item.key)
+        if item.kind != "unchanged" or definition is None or held is None:
+            followed.append(item)
+            continue
+        source = str(definition.spec["source"])
+        now = ids.get(source, source if source.isdigit() else "")
+        if held.source_id is None or (source not in remade and now == held.source_id):
+            followed.append(item)
+            continue
+        adgroups = remote.adgroups.get(str(item.audience_id), ())
+        update = replace(
+            item,
+            kind="update",
+            detail=f"its source {source} is made again: so is the lookalike, and the old deleted",
+            adgroups=adgroups,
+            blocked=_applied(adgroups, "made again"),
+        )
+        followed.append(_source_check(update, definition, ids, remote))
+    return followed
 
 
 def _source_check(item: Item, definition: Definition, ids: dict[str, str], remote: Remote) -> Item:

@@ -35,6 +35,7 @@ class Held:
     shared_with: list[str] = field(default_factory=list)
     file_md5: str | None = None  # customer files: the file last sent
     last_replace_at: float | None = None  # customer files: the last REPLACE (epoch s)
+    source_id: str | None = None  # lookalikes: the source audience it was made from
     # audiences this key was before it was made again, not deleted yet (the apply that
     # made it again stopped, or TikTok refused the delete): the next apply deletes them
     replaced: list[str] = field(default_factory=list)
