@@ -140,3 +140,23 @@ def test_import_refuses_an_audience_of_another_type(
     run = cli(capsys, "audiences", "import", "--dir", served.definitions, key, partner)
     assert run.code == 2 and "Partner" in run.stderr and "customer_file" in run.stderr
     assert not (served.definitions.parent / "audiences.state.json").exists()
+
+
+def test_pruning_an_audience_tiktok_deleted_already_frees_no_room_under_the_limit(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    apply_all(served, capsys)
+    [key] = keys_of(served, "partner")
+    gone = state_of(served)["audiences"][key]["audience_id"]
+    body = {"advertiser_id": OWNER, "custom_audience_ids": [gone]}
+    request = ApiRequest(
+        "POST", "dmp/custom_audience/delete/", json=body, headers={"Access-Token": TOKEN}
+    )
+    answer = served.fake.send(request)
+    assert answer.body is not None and answer.body["code"] == 0, answer.text
+    (served.definitions / f"{key}.json").unlink()
+    add_lookalike_of(served, "another-lookalike", keys_of(served, "customer_file")[0])
+    for n in range(400 - len(alive(served))):
+        served.fake.add_audience(OWNER, f"existing {n}")
+    run = cli(capsys, "audiences", "plan", "--dir", served.definitions, "--prune")
+    assert run.code == 2 and "TikTok allows 400" in run.stderr
