@@ -413,7 +413,13 @@ def _applied(adgroups: tuple[str, ...], what: str) -> str:
 def _check_limit(items: Sequence[Item], remote: Remote) -> None:
     """TikTok's 400 custom audiences per advertiser: a plan that goes over stops."""
     creates = sum(item.kind == "create" for item in items)
-    deletes = sum(item.kind == "delete" and not item.blocked for item in items)
+    deletes = sum(  # only an audience TikTok still holds, and this advertiser's, frees room
+        item.kind == "delete"
+        and not item.blocked
+        and (found := remote.audiences.get(str(item.audience_id))) is not None
+        and found.owned
+        for item in items
+    )
     after = remote.owned() + creates - deletes
     if creates and after > facts.MAX_AUDIENCES:
         raise ConfigurationError(
