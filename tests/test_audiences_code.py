@@ -376,3 +376,17 @@ def test_the_state_file_holds_no_secret(served: Served, capsys: pytest.CaptureFi
     apply_all(served, capsys)
     text = (served.definitions.parent / "audiences.state.json").read_text("utf-8")
     assert TOKEN not in text and "@example.com" not in text
+
+
+def test_renaming_a_customer_file_audience_is_blocked_not_sent_as_a_file_update(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    apply_all(served, capsys)
+    [key] = keys_of(served, "customer_file")
+    rewrite(served, key, lambda d: d.update(name="Customers, renamed"))
+    plan = cli(capsys, "audiences", "plan", "--dir", served.definitions)
+    [item] = [i for i in plan.last["items"] if i["key"] == key]
+    assert item["kind"] == "update" and "renaming a customer file" in item["blocked"]
+    before = posts(served.fake)
+    assert cli(capsys, "audiences", "apply", "--dir", served.definitions).code == 2
+    assert posts(served.fake) == before

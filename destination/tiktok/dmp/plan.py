@@ -259,7 +259,7 @@ def _items_for(
             "can only apply it (no edit, share, stop sharing or lookalike)"
         )
     )
-    change = _change(definition, held, digest, now=now)
+    change = _change(definition, held, digest, now=now, named=found.name)
     if change is None:
         items.append(Item("unchanged", key, name, kind, audience_id, size=size))
     else:
@@ -367,12 +367,20 @@ def _source_check(item: Item, definition: Definition, ids: dict[str, str], remot
 
 
 def _change(
-    definition: Definition, held: Held, digest: str, *, now: float
+    definition: Definition, held: Held, digest: str, *, now: float, named: str
 ) -> tuple[str, str] | None:
-    """What changed since the last apply (detail, blocked reason), or None."""
+    """What changed since the last apply (detail, blocked reason), or None. ``named`` is
+    the audience's name at TikTok."""
     if definition.type == "customer_file":
         if definition.fingerprint() == held.fingerprint and digest == held.file_md5:
             return None
+        if named and named != definition.name:
+            # the update endpoint sends a file, not a name: sending the file again with
+            # its action would remove or replace people to change nothing but the name
+            return "renamed", (
+                f"renaming a customer file audience is not supported (TikTok calls it "
+                f"{named!r}): give the file its old name back"
+            )
         action = str(definition.spec["action"])
         detail = (
             f"the file changed: {action}" if digest != held.file_md5 else f"redefined: {action}"
