@@ -4,6 +4,7 @@ the limits, and secrets never in the output."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import shutil
@@ -390,3 +391,15 @@ def test_renaming_a_customer_file_audience_is_blocked_not_sent_as_a_file_update(
     before = posts(served.fake)
     assert cli(capsys, "audiences", "apply", "--dir", served.definitions).code == 2
     assert posts(served.fake) == before
+
+
+def test_a_second_apply_of_one_folder_at_once_is_refused(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lock = served.definitions.parent / "audiences.state.json.lock"
+    with lock.open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another apply, in the middle
+        run = cli(capsys, "audiences", "apply", "--dir", served.definitions)
+    assert run.code == 2 and "in use by another apply" in run.stderr
+    assert posts(served.fake) == []
+    assert cli(capsys, "audiences", "apply", "--dir", served.definitions).code == 0

@@ -23,7 +23,7 @@ from destination.tiktok.dmp import facts
 from destination.tiktok.dmp.apply import apply_plan
 from destination.tiktok.dmp.definitions import Definition, load_definitions
 from destination.tiktok.dmp.plan import Plan, customer_file_path, fetch_remote, file_md5, make_plan
-from destination.tiktok.dmp.state import AudienceState, Held, state_path_for
+from destination.tiktok.dmp.state import AudienceState, Held, changing, state_path_for
 from destination.tiktok.manage import Connection, ManageOptions, connect, refused
 from destination.tiktok.settings import TIKTOK_SETTINGS, Settings
 
@@ -101,6 +101,11 @@ def audiences_plan(options: ManageOptions, directory: Path, *, prune: bool) -> N
 
 def audiences_apply(options: ManageOptions, directory: Path, *, prune: bool) -> None:
     """Make TikTok hold what the definitions say, recording it in the state file."""
+    with changing(state_path_for(directory)):
+        _apply(options, directory, prune=prune)
+
+
+def _apply(options: ManageOptions, directory: Path, *, prune: bool) -> None:
     (definitions, connection, state, remote), plan = _plan(options, directory, prune=prune)
     _print_plan(plan, options)
     settings = Settings.from_values(
@@ -140,6 +145,11 @@ def audiences_apply(options: ManageOptions, directory: Path, *, prune: bool) -> 
 def audiences_import(options: ManageOptions, directory: Path, key: str, audience_id: str) -> None:
     """Adopt an existing audience as definition ``key``: the state records it as applied
     (a later plan shares it as defined, and changes nothing else)."""
+    with changing(state_path_for(directory)):
+        _import(options, directory, key, audience_id)
+
+
+def _import(options: ManageOptions, directory: Path, key: str, audience_id: str) -> None:
     definitions = {d.key: d for d in _definitions(directory)}
     definition = definitions.get(key)
     if definition is None:

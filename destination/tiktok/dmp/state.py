@@ -11,16 +11,19 @@ old one, after every step of an apply, so a killed apply loses at most the step 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from destination.errors import ConfigurationError, OutputError
 
-__all__ = ["AudienceState", "Held", "state_path_for"]
+__all__ = ["AudienceState", "Held", "changing", "state_path_for"]
 
 VERSION = 1
 
@@ -107,3 +110,23 @@ def state_path_for(directory: Path) -> Path:
     """Beside the folder: ``defs/`` -> ``defs.state.json``."""
     resolved = directory.resolve()
     return resolved.parent / f"{resolved.name}.state.json"
+
+
+@contextlib.contextmanager
+def changing(path: Path) -> Iterator[None]:
+    """Hold the state at ``path`` for a command that changes it (``apply``, ``import``):
+    a lock file beside it (``flock``), so that two applies of one folder never interleave
+    their steps; refused at once when another holds it."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        handle = lock.open("a+")
+    except OSError as exc:
+        raise OutputError(f"cannot lock the audience state {path}: {exc.strerror}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigurationError(
+                f"the audience state {path} is in use by another apply or import; wait for it"
+            ) from None
+        yield
