@@ -28,6 +28,7 @@ the retry file (TikTok down) every event not delivered, read or not:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 from collections import Counter
@@ -211,7 +212,11 @@ class Pipeline:
                     if is_finished(line.number):
                         continue  # done by the run this one resumes
                     if line.number == self._barrier:
-                        self._answer_all(pool)
+                        try:
+                            self._answer_all(pool)
+                        except _Stop:  # the barrier line was read, not taken: with the rest
+                            source = itertools.chain([line], source)
+                            raise
                     self._take(line)
                     if ready:
                         self._send_ready(pool)
