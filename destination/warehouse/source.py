@@ -399,11 +399,10 @@ class WarehouseSource:
         if line is None:
             return
         if line.removal:
-            if line.kind == "changed":
-                if not delivered:  # the old identifiers may still be held: keep the record
-                    self._failed_removals.add(line.pk)
-            elif delivered:
+            if delivered:  # not held any more; a changed row's addition records it anew
                 self._drop.append(line.pk)
+            elif line.kind == "changed":  # the old identifiers may still be held: keep it
+                self._failed_removals.add(line.pk)
             return
         if not delivered or line.pk in self._failed_removals:
             return
