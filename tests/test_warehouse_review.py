@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from destination.errors import ConfigurationError, InputError
+from destination.warehouse.engines import DuckDBEngine, QueryRefused, Recorded
 from tests.test_warehouse import ALICE, BOB, DAN, source_for
 from tests.warehouse_support import (
     fake_with_audience,
@@ -81,3 +85,31 @@ def test_a_changed_row_whose_removal_went_through_is_not_held_any_more(tmp_path:
         "EMAIL_SHA256": {sha("bob@example.com"), sha("alice@example.com")},
         "PHONE_SHA256": {sha("+14155550101")},
     }
+
+
+def test_duckdb_failing_to_stage_or_record_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:
+    """Staging another engine's rows (spilling where it cannot) and recording what TikTok
+    accepted (a snapshot that cannot be written) fail as the run's errors (exit 2, 3 or
+    6), never as a raw DuckDB exception (an unexpected error, exit 1)."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory", "utf-8")
+    staging = DuckDBEngine(memory_limit="2MB", temp_directory=blocked / "spill")
+    try:
+        staging.execute("create table wh_work.wh_current (pk varchar, fp varchar, row varchar)")
+        rows = [(str(i), "f" * 32, "r" * 300) for i in range(50_000)]
+        with pytest.raises((ConfigurationError, QueryRefused)):
+            for _ in range(5):
+                staging.load("wh_work.wh_current", ("pk", "fp", "row"), rows)
+    finally:
+        staging.close()
+
+    path = tmp_path / "warehouse.duckdb"
+    writable = DuckDBEngine(memory_limit="64MB", temp_directory=None, attach={"s": (path, False)})
+    writable.create_snapshot("s.main.snapshot")
+    writable.close()
+    read_only = DuckDBEngine(memory_limit="64MB", temp_directory=None, attach={"s": (path, True)})
+    try:
+        with pytest.raises(InputError, match="cannot record"):
+            read_only.record("s.main.snapshot", "t", ["1"], [Recorded("2", "fp", "{}")])
+    finally:
+        read_only.close()
