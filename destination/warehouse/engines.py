@@ -282,8 +282,10 @@ class DuckDBEngine:
                 cursor.execute(f"insert into {table} select * from wh_put")
                 cursor.unregister("wh_put")
             cursor.execute("commit")
-        except BaseException:
+        except BaseException as exc:
             cursor.execute("rollback")
+            if isinstance(exc, self._error):
+                raise InputError(f"cannot record the sync in {table}: {_first_line(exc)}") from None
             raise
 
     def load(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -299,6 +301,8 @@ class DuckDBEngine:
         self._connection.register("wh_batch", batch)
         try:
             self._connection.execute(f"insert into {table} select * from wh_batch")
+        except self._error as exc:  # out of memory, or nowhere to spill
+            raise self._refused(exc) from None
         finally:
             self._connection.unregister("wh_batch")
 
