@@ -199,6 +199,7 @@ class DuckDBEngine:
             try:
                 self._connection.execute(f"attach {_literal(str(path))} as {alias}{mode}")
             except duckdb.Error as exc:
+                self._connection.close()  # the caller never gets the engine to close
                 raise InputError(
                     f"cannot open the DuckDB file {path}: {_first_line(exc)}"
                 ) from None
