@@ -23,12 +23,13 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from destination.cli import main
-from destination.errors import InputError, MappingError
+from destination.errors import ConfigurationError, InputError, MappingError
 from destination.fake_server import serve_in_thread
 from destination.warehouse.snapshot import TABLE
 from destination.warehouse.source import STATE_FILE
 from tests.postgres_server import PostgresServer, free_loopback_port
 from tests.warehouse_support import (
+    ADVERTISER,
     ENVIRON,
     TOKEN,
     Row,
@@ -494,3 +495,21 @@ def test_a_colon_word_in_the_query_is_text_not_a_parameter(
         run = sync(mapping, state=tmp_path / f"state-{name}", backend=fake)
         assert (run["added"], run["delivered"]) == (1, 1), name
     assert members(fake, audience) == {"EMAIL_SHA256": {sha("alice@example.com")}}
+
+
+def test_a_second_sync_of_one_audience_against_the_database_state_is_refused(
+    tmp_path: Path, db: Database
+) -> None:
+    """With the snapshot in PostgreSQL no state directory is locked: an advisory lock
+    of the audience keeps two runs from interleaving their records."""
+    fake, audience = fake_with_audience()
+    db.write([ALICE])
+    mapping = write_mapping(tmp_path, audience, db.source("in_database"))
+    target = f"tiktok-audiences:tiktok:{ADVERTISER}:{audience}"
+    with psycopg.connect(db.url, autocommit=True) as other:
+        [(taken,)] = other.execute("select pg_try_advisory_lock(hashtext(%s))", [target])
+        assert taken  # another run, in the middle
+        with pytest.raises(ConfigurationError, match="another sync of this audience"):
+            sync(mapping, state=None, backend=fake)
+        assert fake.requests == []
+    assert sync(mapping, state=None, backend=fake)["delivered"] == 1  # released with it

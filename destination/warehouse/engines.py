@@ -410,6 +410,12 @@ class PostgresEngine(SqlAlchemyRows):
         self._run(self._main, sql, params)
         self._main.commit()
 
+    def hold(self, name: str) -> bool:
+        """Take PostgreSQL's advisory lock of ``name`` for this session (it goes with the
+        connection); False when another session holds it."""
+        [(taken,)] = self.rows("select pg_try_advisory_lock(hashtext(:name))", {"name": name})
+        return bool(taken)
+
     def create_snapshot(self, table: str) -> None:
         schema = table.rsplit(".", 1)[0]
         text = self.dialect.text_type

@@ -35,6 +35,7 @@ from destination.warehouse import snapshot
 from destination.warehouse.engines import (
     DuckDBEngine,
     Engine,
+    PostgresEngine,
     QueryRefused,
     Recorded,
     RowSource,
@@ -179,6 +180,8 @@ class WarehouseSource:
                     f"no state_schema on {spec.engine}: the snapshot can live in DuckDB, "
                     "PostgreSQL or Spark; leave it out to keep it under --state",
                 )
+            if isinstance(source, PostgresEngine) and not self._dry_run:
+                self._hold(source)
             return source, source
         state = DuckDBEngine(
             memory_limit=MEMORY_LIMIT,
@@ -187,6 +190,15 @@ class WarehouseSource:
         )
         self._held.callback(state.close)
         return source, state
+
+    def _hold(self, engine: PostgresEngine) -> None:
+        """One run at a time per audience when the snapshot is in PostgreSQL (a local one
+        is held by the state directory's lock): an advisory lock of the target."""
+        if not engine.hold(f"tiktok-audiences:{self._target}"):
+            raise ConfigurationError(
+                f"{self._spec.mapping}: another sync of this audience ({self._target}) is "
+                "running against the snapshot in the database; wait for it"
+            )
 
     def _state_file(self) -> tuple[Path | str, bool]:
         """The local snapshot file; a dry run on a first sync reads an empty one."""
