@@ -128,9 +128,13 @@ class SparkEngine:
         self._spark: Any = shared.newSession()  # temporary views and settings of its own
         self._quiet()
         self._version: int | None = None  # the snapshot's last entry, once read
-        self.execute(f"drop database if exists {WORK} cascade")
-        self.execute(f"create database {WORK} location {_path(self._work / 'work')}")
-        self._register()
+        try:
+            self.execute(f"drop database if exists {WORK} cascade")
+            self.execute(f"create database {WORK} location {_path(self._work / 'work')}")
+            self._register()
+        except BaseException:
+            self.close()  # the caller never gets the engine to close
+            raise
 
     def _start(self, session: Any, master: str) -> Any:
         """The process's Spark session, started if none runs; Spark's Ctrl-C handler
