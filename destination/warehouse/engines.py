@@ -39,6 +39,7 @@ __all__ = [
     "Recorded",
     "RowSource",
     "SqlAlchemyRows",
+    "first_line",
     "open_engine",
 ]
 
@@ -200,9 +201,7 @@ class DuckDBEngine:
                 self._connection.execute(f"attach {_literal(str(path))} as {alias}{mode}")
             except duckdb.Error as exc:
                 self._connection.close()  # the caller never gets the engine to close
-                raise InputError(
-                    f"cannot open the DuckDB file {path}: {_first_line(exc)}"
-                ) from None
+                raise InputError(f"cannot open the DuckDB file {path}: {first_line(exc)}") from None
         if use is not None:
             self._connection.execute(f"use {use}")
 
@@ -242,10 +241,10 @@ class DuckDBEngine:
         """What DuckDB's error means: the machine's limits, or a statement it refused."""
         if isinstance(exc, self._out_of_memory):
             return ConfigurationError(
-                f"DuckDB ran out of memory ({self._limits}): {_first_line(exc)}; free disk "
+                f"DuckDB ran out of memory ({self._limits}): {first_line(exc)}; free disk "
                 "space there, or keep the snapshot in the source database (state_schema)"
             )
-        return QueryRefused(_first_line(exc))
+        return QueryRefused(first_line(exc))
 
     def create_snapshot(self, table: str) -> None:
         schema = table.rsplit(".", 1)[0]
@@ -286,7 +285,7 @@ class DuckDBEngine:
         except BaseException as exc:
             cursor.execute("rollback")
             if isinstance(exc, self._error):
-                raise InputError(f"cannot record the sync in {table}: {_first_line(exc)}") from None
+                raise InputError(f"cannot record the sync in {table}: {first_line(exc)}") from None
             raise
 
     def load(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -338,7 +337,7 @@ class SqlAlchemyRows:
             self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
         except (ImportError, sqlalchemy.exc.ArgumentError) as exc:
             raise InputError(
-                f"cannot use {self._shown}: {self._scrub(_first_line(exc))} (is the engine's "
+                f"cannot use {self._shown}: {self._scrub(first_line(exc))} (is the engine's "
                 "SQLAlchemy dialect installed?)"
             ) from None
         self._main = self._connect()
@@ -352,7 +351,7 @@ class SqlAlchemyRows:
         except self._sa.exc.SQLAlchemyError as exc:
             raise InputError(
                 f"cannot reach the database at {self._shown}: "
-                f"{self._scrub(_first_line(getattr(exc, 'orig', None) or exc))}"
+                f"{self._scrub(first_line(getattr(exc, 'orig', None) or exc))}"
             ) from None
         return connection
 
@@ -363,9 +362,9 @@ class SqlAlchemyRows:
             connection.rollback()
             if exc.connection_invalidated:
                 raise InputError(
-                    f"lost the database at {self._shown}: {self._scrub(_first_line(exc.orig))}"
+                    f"lost the database at {self._shown}: {self._scrub(first_line(exc.orig))}"
                 ) from None
-            raise QueryRefused(self._scrub(_first_line(exc.orig))) from None
+            raise QueryRefused(self._scrub(first_line(exc.orig))) from None
 
     def columns(self, sql: str) -> list[str]:
         result = self._run(self._main, f"select * from ({sql}) as q limit 0", None)
@@ -450,7 +449,7 @@ class PostgresEngine(SqlAlchemyRows):
         except self._sa.exc.DBAPIError as exc:
             raise InputError(
                 f"cannot record the sync in {table} at {self._shown}: "
-                f"{self._scrub(_first_line(exc.orig))}"
+                f"{self._scrub(first_line(exc.orig))}"
             ) from None
 
     def _writer(self) -> Any:
@@ -502,6 +501,6 @@ def _colons(sql: str, params: Params | None) -> str:
     return _NAMED.sub(lambda m: m[0] if m[1] in given else "\\" + m[0], sql)
 
 
-def _first_line(exc: object) -> str:
+def first_line(exc: object) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

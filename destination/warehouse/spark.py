@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from destination.errors import InputError, MappingError
-from destination.warehouse.engines import Dialect, Params, QueryRefused, Recorded, _first_line
+from destination.warehouse.engines import Dialect, Params, QueryRefused, Recorded, first_line
 from destination.warehouse.spec import SourceSpec
 
 __all__ = ["SPARK", "SparkEngine"]
@@ -123,7 +123,7 @@ class SparkEngine:
             shutil.rmtree(self._work, ignore_errors=True)
             raise InputError(
                 f"cannot start Spark for {spec.shown_url} (it needs Java 17 or later: "
-                f"java on PATH or JAVA_HOME): {_first_line(exc)}"
+                f"java on PATH or JAVA_HOME): {first_line(exc)}"
             ) from None
         self._spark: Any = shared.newSession()  # temporary views and settings of its own
         self._quiet()
@@ -192,7 +192,7 @@ class SparkEngine:
         try:
             yield
         except self._refused as exc:
-            raise QueryRefused(_first_line(exc)) from None
+            raise QueryRefused(first_line(exc)) from None
 
     def _sql(self, sql: str, params: Params | None) -> Any:
         """``sql`` as a DataFrame (a statement runs now); ``:name`` markers bound by Spark."""
