@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from destination.backends import Backend
 from destination.errors import ConfigurationError, MappingError
@@ -34,9 +34,11 @@ from destination.runner.pipeline import Tally
 from destination.runner.run import RunOptions, deliver
 from destination.runner.settings import RunnerSettings, with_runner_settings
 from destination.runner.source import NdjsonSource, Source
-from destination.warehouse.snapshot import Plan
-from destination.warehouse.source import WarehouseSource
 from destination.warehouse.spec import SOURCE_SCHEMA_FILE, SourceSpec, read_spec
+
+if TYPE_CHECKING:  # a warehouse run imports them (DuckDB, SQLAlchemy): events runs do not
+    from destination.warehouse.snapshot import Plan
+    from destination.warehouse.source import WarehouseSource
 
 __all__ = ["SyncOptions", "open_mapping", "run_sync", "summarize"]
 
@@ -146,6 +148,8 @@ def _sync_warehouse(
             f"{options.mapping}: destination {opened.destination.name} cannot sync a "
             "warehouse query (it does not record what it holds)"
         )
+    from destination.warehouse.source import WarehouseSource  # noqa: PLC0415 (see above)
+
     spec = read_spec(opened.mapping.warehouse, mapping=str(options.mapping))
     with contextlib.ExitStack() as held:
         if options.state is not None and not options.dry_run:
