@@ -346,37 +346,23 @@ def test_list_says_which_audiences_can_target_an_ad_group(
     served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
     big = served.fake.add_audience(DEMO_ADVERTISER_ID, "big")  # holds its members at once
-    members = {"EMAIL_SHA256": [f"{n:064x}" for n in range(1500)]}
-    served.fake.send(
-        ApiRequest(
-            "POST",
-            "segment/mapping/",
-            json={
-                "advertiser_ids": [DEMO_ADVERTISER_ID],
-                "action": "add",
-                "id_schema": ["EMAIL_SHA256"],
-                "batch_data": [
-                    [{"id": h, "audience_ids": [big]}] for h in members["EMAIL_SHA256"][:1000]
-                ],
-            },
-            headers={"Access-Token": TOKEN},
+    hashes = [f"{n:064x}" for n in range(1500)]
+    for start in range(0, len(hashes), 1000):  # TikTok's batch limit
+        served.fake.send(
+            ApiRequest(
+                "POST",
+                "segment/mapping/",
+                json={
+                    "advertiser_ids": [DEMO_ADVERTISER_ID],
+                    "action": "add",
+                    "id_schema": ["EMAIL_SHA256"],
+                    "batch_data": [
+                        [{"id": h, "audience_ids": [big]}] for h in hashes[start : start + 1000]
+                    ],
+                },
+                headers={"Access-Token": TOKEN},
+            )
         )
-    )
-    served.fake.send(
-        ApiRequest(
-            "POST",
-            "segment/mapping/",
-            json={
-                "advertiser_ids": [DEMO_ADVERTISER_ID],
-                "action": "add",
-                "id_schema": ["EMAIL_SHA256"],
-                "batch_data": [
-                    [{"id": h, "audience_ids": [big]}] for h in members["EMAIL_SHA256"][1000:]
-                ],
-            },
-            headers={"Access-Token": TOKEN},
-        )
-    )
     run = run_cli(capsys, "audiences", "list")
     [row] = [line for line in run.stdout.splitlines() if line.startswith(big)]
     assert row.split()[-1] == "yes" and "1500" in row.split()
