@@ -42,6 +42,7 @@ from destination.warehouse.engines import (
     open_engine,
     refused,
 )
+from destination.warehouse.spark import SparkEngine
 from destination.warehouse.spec import SourceSpec
 
 __all__ = ["RESERVED_COLUMNS", "STATE_FILE", "WarehouseSource"]
@@ -230,6 +231,9 @@ class WarehouseSource:
                     f"cast(null as {text}) as replay where 1 = 0"
                 )
             engine.create_snapshot(self._table)
+        else:
+            if isinstance(engine, SparkEngine) and not self._dry_run:
+                engine.compact_snapshot(self._table)  # its log, before the diff reads it
         return engine.snapshot_select(self._table)
 
     def _check_columns(self, columns: Sequence[str]) -> None:

@@ -19,8 +19,21 @@ With ``state_schema`` S, the snapshot is the table ``S.tiktok_audiences_snapshot
 snapshot is an append-only log: each ``record`` appends, in one insert (one job whose
 files appear at its commit, or not at all), an entry per key it drops (``gone``) or puts,
 numbered by ``version`` after every earlier entry; a key's latest entry is what the
-target holds. One run at a time per snapshot (two would number entries alike). The log
-only grows (an entry per change, files per answered batch).
+target holds. One run at a time per snapshot (two would number entries alike).
+
+The log grows by an entry per change and a file per answered batch, and every diff reads
+all of it, so a real run (never a dry run) compacts it before its diff once it holds more
+than twice as many entries as live keys (all targets') or more than ``COMPACT_FILES``
+files: the latest entry of each live key, version kept (later entries still sort after),
+is written whole into the hidden folder ``_compacted`` of the log's own (Spark reads no
+name starting with ``_``), its files are renamed into the log, then the old files are
+deleted oldest first (by their last version). A table cannot move to another folder
+here (the catalog is rebuilt from folder names at each start), but no move is needed:
+each step leaves a log that reads exactly the same. The new files only repeat live
+entries. A key's drop is in a file whose last version is above that of every file with
+an older entry of the key (a record numbers its entries after all present; a compacted
+file holds only entries that were their key's latest), so those go before the drop does.
+A killed compaction is redone by the next run, which first deletes what it left staged.
 
 The run's changes are a Parquet table of a work database in a temporary folder of the
 run, written once by the diff: a cached view would be recomputed when the snapshot it
@@ -35,6 +48,7 @@ is an ``InputError``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import shutil
 import signal
@@ -43,12 +57,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
-from destination.errors import InputError, MappingError
+from destination.errors import InputError, MappingError, OutputError
 from destination.warehouse.engines import Dialect, Params, QueryRefused, Recorded, first_line
 from destination.warehouse.spec import SourceSpec
 
-__all__ = ["SPARK", "SparkEngine"]
+__all__ = ["COMPACT_FILES", "SPARK", "SparkEngine"]
+
+log = logging.getLogger(__name__)
 
 
 def _backtick(name: str) -> str:
@@ -95,6 +112,8 @@ _SETTINGS = {
 _SNAPSHOT_COLUMNS = (
     "target string, pk string, fp string, replay string, version bigint, gone boolean"
 )
+COMPACT_FILES = 64  # a snapshot log in more Parquet files than this is compacted
+_STAGING = "_compacted"  # the compacted log's files, written whole before any is used
 
 
 class SparkEngine:
@@ -226,6 +245,52 @@ class SparkEngine:
             f"location {_path(folder / name)}"
         )
 
+    def compact_snapshot(self, table: str) -> bool:
+        """Rewrite the snapshot log ``table`` as its live entries if it has grown (see the
+        module's docstring); True if it did. A failure is an ``OutputError`` after which
+        the log reads as before."""
+        folder = self._warehouse.joinpath(*table.rsplit(".", 1))
+        staging = folder / _STAGING
+        try:
+            shutil.rmtree(staging, ignore_errors=True)  # what a killed compaction staged
+            with self._guard():
+                # the files Spark reads, each with its last version (-1: no entry)
+                files = {
+                    unquote(path.rsplit("/", 1)[-1]): -1
+                    for path in self._spark.table(table).inputFiles()
+                }
+                last = f"select _metadata.file_name, max(version) from {table} group by 1"
+                files.update({name: int(version) for name, version in self.rows(last)})
+                [(entries, live)] = self.rows(
+                    "select coalesce(sum(n), 0), count_if(not gone) from (select count(*) as n,"
+                    f" max_by(gone, version) as gone from {table} group by target, pk) as k"
+                )
+                if entries <= 2 * live and len(files) <= COMPACT_FILES:
+                    return False
+                latest = (
+                    "select *, row_number() over (partition by target, pk order by version "
+                    f"desc) as n from {table}"
+                )
+                kept = f"select target, pk, fp, replay, version, gone from ({latest}) as e"
+                self._sql(f"{kept} where n = 1 and not gone", None).write.parquet(str(staging))
+            _move_in(staging, folder)
+            _remove(folder, sorted(files, key=files.__getitem__))
+            shutil.rmtree(staging)
+            self.execute(f"refresh table {table}")
+        except (OSError, QueryRefused) as exc:
+            raise OutputError(
+                f"cannot compact the snapshot log {folder} (it reads as before; the next run "
+                f"compacts it): {first_line(exc)}"
+            ) from None
+        log.info(
+            "compacted the snapshot log %s: %d entries in %d files to its %d live keys",
+            table,
+            entries,
+            len(files),
+            live,
+        )
+        return True
+
     def snapshot_select(self, table: str) -> str:
         latest = (
             "select pk, fp, replay, gone, "
@@ -281,6 +346,23 @@ def _warehouse(spec: SourceSpec) -> Path:
     if not path.is_dir():
         raise InputError(f"the Spark warehouse folder {path} does not exist")
     return path
+
+
+def _move_in(staging: Path, folder: Path) -> None:
+    """The compacted files into the log's folder, each by a rename (its checksum first:
+    Hadoop checks a file against the ``.crc`` beside it, if any)."""
+    for data in sorted(staging.glob("*.parquet")):
+        checksum = staging / f".{data.name}.crc"
+        if checksum.exists():
+            checksum.replace(folder / checksum.name)
+        data.replace(folder / data.name)
+
+
+def _remove(folder: Path, names: Sequence[str]) -> None:
+    """The log's files ``names``, in this order (each with its checksum)."""
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
+        (folder / f".{name}.crc").unlink(missing_ok=True)
 
 
 def _path(path: Path) -> str:
