@@ -70,9 +70,14 @@ class Definition:
     def fingerprint(self) -> str:
         """SHA-256 of the canonical JSON of (type, name, spec): it changes exactly when
         what TikTok holds should change. Shares are planned on their own, and a customer
-        file's content is compared by its MD5, so neither is part of it."""
+        file's content is compared by its MD5, so neither is part of it; nor are a
+        customer file's ``path`` (the MD5 tells another file) and ``action`` (how a
+        changed file is sent: a new action alone must not send the same file again)."""
+        spec = self.spec
+        if self.type == "customer_file":
+            spec = {k: v for k, v in spec.items() if k not in ("path", "action")}
         canonical = json.dumps(
-            {"type": self.type, "name": self.name, "spec": self.spec},
+            {"type": self.type, "name": self.name, "spec": spec},
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
