@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from destination.errors import ConfigurationError
-from destination.warehouse.engines import DuckDBEngine, Engine, PostgresEngine, QueryRefused
+from destination.warehouse.engines import (
+    DuckDBEngine,
+    Engine,
+    PostgresEngine,
+    QueryRefused,
+    key_text,
+    split_key,
+)
 from destination.warehouse.spec import read_spec
 
 ROW = "select 7 as id, 'a@example.com' as email, 'x' as part"
@@ -81,3 +88,31 @@ def test_duckdb_running_out_of_memory_is_a_limit_not_a_bad_query(tmp_path: Path)
         assert str(tmp_path) in str(caught.value)
     finally:
         engine.close()
+
+
+AWKWARD = [("x\x1fy", "z"), ("x", "y\x1fz"), ("a\\", "b"), ("a", "\\b"), ("\\\x1f", "")]
+
+
+@pytest.mark.parametrize("values", AWKWARD)
+def test_a_composite_key_is_escaped_so_no_two_keys_read_alike(
+    engine: Engine, values: tuple[str, str]
+) -> None:
+    row = "select " + ", ".join(
+        f"{_string(engine, v)} as {name}" for v, name in zip(values, ("a", "b"), strict=True)
+    )
+    [(pk,)] = engine.rows(f"select {engine.dialect.key(['a', 'b'])} from ({row}) as q")
+    assert pk == key_text(values)  # the engine's template and Python's agree
+    assert split_key(pk, 2) == list(values)
+
+
+def test_python_keys_of_different_rows_differ() -> None:
+    assert len({key_text(v) for v in AWKWARD}) == len(AWKWARD)
+    assert key_text([7]) == "7" and split_key("x\x1fy", 1) == ["x\x1fy"]
+
+
+def _string(engine: Engine, text: str) -> str:
+    """A SQL text of ``text`` built from character codes (no literal escapes to get
+    wrong): the engine's own char function."""
+    if not text:
+        return "''"
+    return " || ".join(engine.dialect.char.format(ord(ch)) for ch in text)

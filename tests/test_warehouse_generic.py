@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from destination.errors import MappingError
@@ -77,3 +78,31 @@ def test_state_in_the_database_is_refused_where_the_templates_are_untested(
     with pytest.raises(MappingError, match="no state_schema on sqlite") as caught:
         sync(mapping, state=None, backend=fake)
     assert caught.value.pointer == "/source/state_schema"
+
+
+def test_composite_keys_holding_the_separator_are_two_rows_not_a_duplicate(
+    tmp_path: Path,
+) -> None:
+    """('x<US>y', 'z') and ('x', 'y<US>z') are different people: their keys are escaped,
+    in DuckDB's SQL and in Python alike (SQLite's rows are keyed in Python)."""
+    fake, audience = fake_with_audience()
+    rows = [("x\x1fy", "z", "a@example.com"), ("x", "y\x1fz", "b@example.com")]
+    for engine in ("duckdb", "sqlite"):
+        db = tmp_path / f"people.{engine}"
+        if engine == "duckdb":
+            with duckdb.connect(str(db)) as connection:
+                connection.execute("create table people (a varchar, b varchar, email varchar)")
+                connection.executemany("insert into people values (?, ?, ?)", rows)
+        else:
+            with sqlite3.connect(db) as connection:
+                connection.execute("create table people (a text, b text, email text)")
+                connection.executemany("insert into people values (?, ?, ?)", rows)
+        mapping = write_mapping(
+            tmp_path,
+            audience,
+            {"url": f"{engine}:///{db}", "table": "people", "primary_key": ["a", "b"]},
+            name=f"{engine}.json",
+        )
+        run = sync(mapping, state=tmp_path / f"state-{engine}", backend=fake)
+        assert run["added"] == 2 and run["delivered"] == 2, engine
+        assert sync(mapping, state=tmp_path / f"state-{engine}", backend=fake)["unchanged"] == 2

@@ -24,7 +24,7 @@ import pytest
 
 from destination.errors import InputError, MappingError
 from destination.warehouse import snapshot
-from destination.warehouse.engines import QueryRefused, Recorded
+from destination.warehouse.engines import QueryRefused, Recorded, key_text, split_key
 from destination.warehouse.spec import SourceSpec, read_spec
 from tests.warehouse_support import fake_with_audience, members, sha, sync, write_mapping
 
@@ -322,3 +322,15 @@ def test_sync_from_spark_twice_sends_only_the_change(
     }
     if place == "in_spark":
         assert any((warehouse / f"{schema}_state" / snapshot.TABLE).glob("*.parquet"))
+
+
+def test_composite_keys_are_escaped_as_python_escapes_them(engine: Any) -> None:
+    awkward = [("x\x1fy", "z"), ("x", "y\x1fz"), ("a\\", "b"), ("\\\x1f", "")]
+    char = engine.dialect.char
+    for values in awkward:
+        texts = [
+            " || ".join(char.format(ord(ch)) for ch in value) if value else "''" for value in values
+        ]
+        row = f"select {texts[0]} as a, {texts[1]} as b"
+        [(pk,)] = engine.rows(f"select {engine.dialect.key(['a', 'b'])} from ({row}) as q")
+        assert pk == key_text(values) and split_key(pk, 2) == list(values)

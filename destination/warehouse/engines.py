@@ -40,7 +40,9 @@ __all__ = [
     "RowSource",
     "SqlAlchemyRows",
     "first_line",
+    "key_text",
     "open_engine",
+    "split_key",
 ]
 
 Params = Mapping[str, Any]
@@ -51,8 +53,8 @@ class Dialect:
     """What differs between engines, as SQL templates (``{}``: an expression).
 
     ``md5`` gives the lowercase hex MD5 of a text; ``text`` casts a value to text;
-    ``row_json`` is the JSON text of the row of relation alias ``q``; ``separator`` is
-    the character between the columns of a composite key (US, unit separator);
+    ``row_json`` is the JSON text of the row of relation alias ``q``; ``char`` makes a
+    character from its code (the key's separator and escape: see ``key``);
     ``quote`` quotes an identifier; ``text_type`` is the type of text. ``changes`` names
     the table of the run's changes, which ``temporary`` (a template of ``{select}``)
     creates: it lives as long as the connection.
@@ -62,16 +64,27 @@ class Dialect:
     md5: str
     text: str
     row_json: str
-    separator: str
+    char: str
     quote: Callable[[str], str]
     text_type: str
     changes: str
     temporary: str
 
     def key(self, columns: Sequence[str]) -> str:
-        """A row's key as text: its columns as text, joined by the separator."""
+        """A row's key as text: one column as text; several joined by the unit separator
+        (U+001F), each escaped first (a backslash before a backslash or a separator), so
+        that no two keys read alike (``key_text`` does the same in Python, ``split_key``
+        reads it back)."""
         parts = [self.text.format(f"q.{self.quote(c)}") for c in columns]
-        return parts[0] if len(parts) == 1 else f"concat_ws({self.separator}, {', '.join(parts)})"
+        if len(parts) == 1:
+            return parts[0]
+        separator, escape = self.char.format(ord(KEY_SEPARATOR)), self.char.format(ord(ESCAPE))
+        escaped = [
+            f"replace(replace({p}, {escape}, concat({escape}, {escape})), {separator}, "
+            f"concat({escape}, {separator}))"
+            for p in parts
+        ]
+        return f"concat_ws({separator}, {', '.join(escaped)})"
 
     def current(self, query: str, columns: Sequence[str], tag: str) -> str:
         """The query's rows as ``(pk, fp, row)``: key, fingerprint of the row under the
@@ -82,6 +95,40 @@ class Dialect:
             f"select {self.key(columns)} as pk, {fingerprint} as fp, {row} as row "
             f"from ({query}) as q"
         )
+
+
+KEY_SEPARATOR = "\x1f"  # between the columns of a composite key (US, the unit separator)
+ESCAPE = "\\"  # before a separator or an escape inside one of them
+
+
+def key_text(values: Sequence[object]) -> str:
+    """What ``Dialect.key`` makes of a row's key columns, in Python."""
+    if len(values) == 1:
+        return str(values[0])
+    return KEY_SEPARATOR.join(
+        str(v).replace(ESCAPE, ESCAPE * 2).replace(KEY_SEPARATOR, ESCAPE + KEY_SEPARATOR)
+        for v in values
+    )
+
+
+def split_key(pk: str, count: int) -> list[str]:
+    """The ``count`` column values of a key ``key_text`` or ``Dialect.key`` made."""
+    if count == 1:
+        return [pk]
+    values, current, escaped = [], [], False
+    for ch in pk:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == ESCAPE:
+            escaped = True
+        elif ch == KEY_SEPARATOR:
+            values.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    values.append("".join(current))
+    return values
 
 
 def _literal(text: str) -> str:
@@ -97,7 +144,7 @@ DUCKDB = Dialect(
     md5="md5({})",
     text="cast({} as varchar)",
     row_json="cast(to_json(q) as varchar)",
-    separator="chr(31)",
+    char="chr({})",
     quote=_double_quote,
     text_type="varchar",
     changes="wh_work.wh_changes",
@@ -108,7 +155,7 @@ POSTGRESQL = Dialect(
     md5="md5({})",
     text="cast({} as text)",
     row_json="cast(row_to_json(q) as text)",
-    separator="chr(31)",
+    char="chr({})",
     quote=_double_quote,
     text_type="text",
     changes="wh_changes",

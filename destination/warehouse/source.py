@@ -39,8 +39,10 @@ from destination.warehouse.engines import (
     QueryRefused,
     Recorded,
     RowSource,
+    key_text,
     open_engine,
     refused,
+    split_key,
 )
 from destination.warehouse.spark import SparkEngine
 from destination.warehouse.spec import SourceSpec
@@ -304,7 +306,7 @@ class WarehouseSource:
             row = orjson.dumps(dict(zip(columns, values, strict=True)), default=str).decode()
             # a change detector like the engines' md5(), not a protection
             fingerprint = hashlib.md5((self._tag + row).encode(), usedforsecurity=False).hexdigest()
-            yield "\x1f".join(map(str, key)), fingerprint, row
+            yield key_text(key), fingerprint, row
 
     def _stage(self, rows: Iterator[Sequence[Any]], local: DuckDBEngine) -> str:
         """Stream ``rows`` (key, fingerprint, row) of another engine into the local
@@ -388,8 +390,7 @@ class WarehouseSource:
 
     def _primary_key(self, pk: str) -> dict[str, str]:
         names = self._spec.primary_key
-        values = pk.split("\x1f") if len(names) > 1 else [pk]
-        return dict(zip(names, values, strict=False))
+        return dict(zip(names, split_key(pk, len(names)), strict=False))
 
     def _shown_key(self, pk: str) -> str:
         return ", ".join(f"{k}={v}" for k, v in self._primary_key(pk).items())

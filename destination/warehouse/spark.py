@@ -80,7 +80,7 @@ SPARK = Dialect(
     text="cast({} as string)",
     # nulls kept, as the other engines' JSON does (Spark's default drops them)
     row_json="to_json(struct(q.*), map('ignoreNullFields', 'false'))",
-    separator="char(31)",
+    char="char({})",
     quote=_backtick,
     text_type="string",
     changes=f"{WORK}.wh_changes",
