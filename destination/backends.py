@@ -288,7 +288,8 @@ class MultipartBody:
     chunked body, which some servers refuse for uploads); iterating yields the fields,
     then each file's head, its bytes in chunks of ``_CHUNK_SIZE`` and its tail. Each file
     is opened when its turn comes and closed after it. A body is iterated once: a retry
-    builds a new one.
+    builds a new one. ``file_error`` says why a file could not be sent (it changed size,
+    or reading it failed): ``requests`` reports that as a dropped connection.
     """
 
     def __init__(self, fields: Mapping[str, str], files: Mapping[str, tuple[str, Path]]) -> None:
@@ -303,6 +304,7 @@ class MultipartBody:
             self._parts += [head, (path, path.stat().st_size), b"\r\n"]
         self._parts.append(f"--{self.boundary}--\r\n".encode("ascii"))
         self._length = sum(len(p) if isinstance(p, bytes) else p[1] for p in self._parts)
+        self.file_error: str | None = None
 
     @property
     def content_type(self) -> str:
@@ -315,8 +317,12 @@ class MultipartBody:
         for part in self._parts:
             if isinstance(part, bytes):
                 yield part
-            else:
+                continue
+            try:
                 yield from _file_chunks(*part)
+            except OSError as exc:
+                self.file_error = exc.strerror or str(exc)
+                raise
 
     def _head(self, name: str, filename: str | None = None) -> bytes:
         """A part's boundary line and Content-Disposition (names quoted as browsers do)."""
@@ -412,6 +418,13 @@ class HttpBackend:
                 timeout=self.timeout,
             )
         except _TRANSIENT as exc:
+            if isinstance(payload, MultipartBody) and payload.file_error is not None:
+                # not the connection: the same file would fail again, or be sent changed
+                # under the signature of the file as it was
+                raise PermanentError(
+                    f"{request.method} {request.path}: cannot send the file to upload "
+                    f"({payload.file_error})"
+                ) from None
             # The exception text holds the URL (a query can hold the app secret): name the
             # class only, log the text redacted, and do not chain it into tracebacks.
             log.debug("%s %s: %s", request.method, request.path, request.redact(str(exc)))
