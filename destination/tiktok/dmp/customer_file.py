@@ -194,6 +194,15 @@ def _csv_people(
                 f"a column {columns[kind]!r} in the header line of {source}, which has "
                 f"{len(names)} columns and none of that name (is the first line a header?)",
             )
+        if (count := names.count(columns[kind])) > 1:
+            # which one holds the people's values cannot be told: reading either may hash
+            # the wrong one
+            raise MappingError(
+                str(definition.path),
+                f"/customer_file/columns/{kind}",
+                f"one column {columns[kind]!r} in the header line of {source}, which has "
+                f"{count} columns named {columns[kind]!r}",
+            )
         positions[kind] = names.index(columns[kind])
     for row in reader:
         if row:  # a blank line is no row
