@@ -7,6 +7,8 @@
   sent again (with the signature of the file as it was), until the retries ran out, the
   reason hidden behind "failed in transport".
 - A CSV header naming a column twice had the first one read, silently.
+- Ad group, video or location ids written in another order changed the fingerprint: the
+  audience was made again (and the filled one deleted) though nothing had changed.
 """
 
 from __future__ import annotations
@@ -106,3 +108,39 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
     assert "/customer_file/columns/email" in str(raised.value)
     assert "2 columns named 'email'" in str(raised.value)
     assert "example.com" not in str(raised.value)
+
+
+def _fingerprint_of(tmp_path: Path, name: str, change: Any) -> str:
+    folder = tmp_path / f"defs-{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    for file in FIXTURES.iterdir():
+        shutil.copy(file, folder / file.name)
+    document = json.loads((folder / f"{name}.json").read_text("utf-8"))
+    change(document)
+    (folder / f"{name}.json").write_text(json.dumps(document), encoding="utf-8")
+    return {d.key: d for d in load_definitions(folder)}[document["key"]].fingerprint()
+
+
+def _two_locations(document: dict[str, Any]) -> None:
+    document["lookalike"]["locations"] = ["6252001", "2635167"]
+
+
+def _two_locations_reversed(document: dict[str, Any]) -> None:
+    document["lookalike"]["locations"] = ["2635167", "6252001"]
+
+
+@pytest.mark.parametrize(
+    ("name", "first", "second"),
+    [
+        ("video-ad-completers", lambda d: None, lambda d: d["engagement"]["assets"].reverse()),
+        ("public-video-engagers", lambda d: None, lambda d: d["engagement"]["assets"].reverse()),
+        ("customers-lookalike", _two_locations, _two_locations_reversed),
+    ],
+    ids=["ad-groups", "videos", "locations"],
+)
+def test_a_fingerprint_ignores_the_order_of_ids_that_are_a_set(
+    name: str, first: Any, second: Any, tmp_path: Path
+) -> None:
+    """Ad group, video and location ids are sets (the schema asks them unique): written in
+    another order they are the same audience, which must not be made again."""
+    assert _fingerprint_of(tmp_path, name, first) == _fingerprint_of(tmp_path, name, second)
