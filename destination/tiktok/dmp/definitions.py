@@ -77,12 +77,29 @@ class Definition:
         if self.type == "customer_file":
             spec = {k: v for k, v in spec.items() if k not in ("path", "action")}
         canonical = json.dumps(
-            {"type": self.type, "name": self.name, "spec": spec},
+            {"type": self.type, "name": self.name, "spec": _sets_sorted(spec)},
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
         )
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+#: Lists of ids that are sets (unique in the schema): their order means nothing to TikTok.
+_ID_SETS = ("assets", "locations")
+
+
+def _sets_sorted(value: Any) -> Any:
+    """``value`` with every ``_ID_SETS`` list sorted, for a fingerprint that does not change
+    when the same ids are written in another order."""
+    if isinstance(value, Mapping):
+        return {
+            k: sorted(v) if k in _ID_SETS and isinstance(v, list) else _sets_sorted(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_sets_sorted(item) for item in value]
+    return value
 
 
 def load_definitions(directory: Path) -> list[Definition]:
