@@ -276,6 +276,12 @@ INVALID = {
         "/customer_file/columns",
         "'device_type' is a dependency of 'advertising_id'",
     ),
+    "customer_file_delimiter_a_line_end": (
+        "customers",
+        _set("/customer_file/delimiter", "\n"),
+        "/customer_file/delimiter",
+        "one of ',', ';', '\\t', '|'",
+    ),
     "lookalike_size_unknown": (
         "customers-lookalike",
         _set("/lookalike/size", "huge"),
