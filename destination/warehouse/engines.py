@@ -203,6 +203,11 @@ class Engine(RowSource, Protocol):
         """SQL for the ``pk, fp, replay`` rows of target ``:target`` in ``table``."""
         ...
 
+    def claim_snapshot(self, table: str, target: str) -> bool:
+        """Ready ``table`` for a run that will write ``target``'s snapshot (never called
+        by a dry run); False when another run holds it."""
+        ...
+
     def record(self, table: str, target: str, drop: Sequence[str], put: Sequence[Recorded]) -> None:
         """In one transaction, on a connection other than the streams': the keys ``drop``
         and those of ``put`` leave the target's snapshot, then ``put`` enter it."""
@@ -303,6 +308,12 @@ class DuckDBEngine:
 
     def snapshot_select(self, table: str) -> str:
         return f"select pk, fp, replay from {table} where target = :target"
+
+    def claim_snapshot(self, table: str, target: str) -> bool:
+        # a local snapshot is held by the state directory's lock, one in a DuckDB source
+        # file by DuckDB's own lock of the file (one writing process at a time)
+        del table, target
+        return True
 
     def record(self, table: str, target: str, drop: Sequence[str], put: Sequence[Recorded]) -> None:
         import pyarrow  # noqa: PLC0415
@@ -456,9 +467,11 @@ class PostgresEngine(SqlAlchemyRows):
         self._run(self._main, sql, params)
         self._main.commit()
 
-    def hold(self, name: str) -> bool:
-        """Take PostgreSQL's advisory lock of ``name`` for this session (it goes with the
-        connection); False when another session holds it."""
+    def claim_snapshot(self, table: str, target: str) -> bool:
+        """PostgreSQL's advisory lock of the target for this session (it goes with the
+        connection): no directory is locked when the snapshot lives here."""
+        del table
+        name = f"tiktok-audiences:{target}"
         [(taken,)] = self.rows("select pg_try_advisory_lock(hashtext(:name))", {"name": name})
         return bool(taken)
 

@@ -35,7 +35,6 @@ from destination.warehouse import snapshot
 from destination.warehouse.engines import (
     DuckDBEngine,
     Engine,
-    PostgresEngine,
     QueryRefused,
     Recorded,
     RowSource,
@@ -44,7 +43,6 @@ from destination.warehouse.engines import (
     refused,
     split_key,
 )
-from destination.warehouse.spark import SparkEngine
 from destination.warehouse.spec import SourceSpec
 
 __all__ = ["RESERVED_COLUMNS", "STATE_FILE", "WarehouseSource"]
@@ -183,8 +181,6 @@ class WarehouseSource:
                     f"no state_schema on {spec.engine}: the snapshot can live in DuckDB, "
                     "PostgreSQL or Spark; leave it out to keep it under --state",
                 )
-            if isinstance(source, PostgresEngine) and not self._dry_run:
-                self._hold(source)
             return source, source
         state = DuckDBEngine(
             memory_limit=MEMORY_LIMIT,
@@ -193,15 +189,6 @@ class WarehouseSource:
         )
         self._held.callback(state.close)
         return source, state
-
-    def _hold(self, engine: PostgresEngine) -> None:
-        """One run at a time per audience when the snapshot is in PostgreSQL (a local one
-        is held by the state directory's lock): an advisory lock of the target."""
-        if not engine.hold(f"tiktok-audiences:{self._target}"):
-            raise ConfigurationError(
-                f"{self._spec.mapping}: another sync of this audience ({self._target}) is "
-                "running against the snapshot in the database; wait for it"
-            )
 
     def _state_file(self) -> tuple[Path | str, bool]:
         """The local snapshot file; a dry run on a first sync reads an empty one."""
@@ -221,8 +208,9 @@ class WarehouseSource:
         return Path(self._held.enter_context(tempfile.TemporaryDirectory(prefix="wh-")))
 
     def _snapshot_sql(self, engine: Engine) -> str:
-        """SQL of the target's snapshot; created if missing, except by a dry run (which
-        then reads it as empty)."""
+        """SQL of the target's snapshot; created if missing and claimed for this run
+        (``Engine.claim_snapshot``), except by a dry run, which reads a missing one as
+        empty and changes nothing."""
         try:
             engine.rows(f"select count(*) from {self._table} where 1 = 0")
         except QueryRefused:
@@ -233,9 +221,11 @@ class WarehouseSource:
                     f"cast(null as {text}) as replay where 1 = 0"
                 )
             engine.create_snapshot(self._table)
-        else:
-            if isinstance(engine, SparkEngine) and not self._dry_run:
-                engine.compact_snapshot(self._table)  # its log, before the diff reads it
+        if not self._dry_run and not engine.claim_snapshot(self._table, self._target):
+            raise ConfigurationError(
+                f"{self._spec.mapping}: another sync of this audience ({self._target}) is "
+                "running against its snapshot; wait for it"
+            )
         return engine.snapshot_select(self._table)
 
     def _check_columns(self, columns: Sequence[str]) -> None:
