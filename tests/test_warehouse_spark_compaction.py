@@ -11,8 +11,7 @@ its tables under a schema of its own.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +20,15 @@ import pytest
 from destination.errors import OutputError
 from destination.warehouse import snapshot
 from destination.warehouse.engines import Recorded
-from tests.test_warehouse_spark import spec_for, unavailable_reason, write_table
+from tests.spark_support import (
+    spark_engine,  # noqa: F401 (the fixture engine)
+    spark_warehouse,  # noqa: F401 (the fixture warehouse)
+    spec_for,
+    write_table,
+)
 from tests.warehouse_support import fake_with_audience, sync, write_mapping
 
 Entry = tuple[str, str, str, str | None, int, bool]  # target, pk, fp, replay, version, gone
-
-
-@pytest.fixture(scope="session")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The session's warehouse folder, with Spark started on it (and stopped at the end)."""
-    reason = unavailable_reason()
-    if reason is not None:
-        if os.environ.get("REQUIRE_SPARK") == "1":
-            pytest.fail(f"REQUIRE_SPARK=1 but {reason}")
-        pytest.skip(f"no Spark: {reason}")
-    from destination.warehouse.spark import SparkEngine  # noqa: PLC0415
-
-    folder = tmp_path_factory.mktemp("spark-compaction")
-    starter = SparkEngine(spec_for(folder))  # the first engine starts Spark...
-    yield folder
-    starter.close()  # ...and stops it
-
-
-@pytest.fixture
-def engine(warehouse: Path) -> Iterator[Any]:
-    from destination.warehouse.spark import SparkEngine  # noqa: PLC0415
-
-    opened = SparkEngine(spec_for(warehouse))
-    yield opened
-    opened.close()
 
 
 def churned(engine: Any, schema: str) -> str:
