@@ -8,11 +8,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,8 +27,8 @@ from destination.settings import Secret
 from destination.tiktok import plugin as sync_module
 from destination.tiktok.api import RetryPolicy, TikTokApi, tiktok_backend
 from destination.tiktok.normalize import hash_email
-from tests.clock import HANG_GUARD, FakeClock, ThreadsClock
-from tests.fake_backends import CrashAfter
+from tests.clock import FakeClock, ThreadsClock
+from tests.fake_backends import CrashAfter, kill_at_the_hold
 
 ROOT = Path(__file__).resolve().parent.parent
 ADVERTISER = "7000000000000000001"
@@ -102,20 +100,6 @@ def accepted_emails(fake: FakeTikTok) -> Counter[str]:
 # --- crash and resume ---------------------------------------------------------------
 
 
-def wait_for_the_hold(arrived: threading.Event, process: subprocess.Popen[bytes]) -> None:
-    """Wait until the held request arrived, however slowly the sync starts; a sync that
-    ended first fails the test at once, with what it printed."""
-    guard = time.monotonic() + HANG_GUARD
-    while not arrived.wait(0.05):
-        if process.poll() is not None:
-            _, stderr = process.communicate()
-            pytest.fail(
-                f"the sync ended ({process.returncode}) before the held request:\n"
-                + stderr.decode(errors="replace")
-            )
-        assert time.monotonic() < guard, "the sync never reached the held request"
-
-
 def test_sigkill_mid_run_then_rerun_with_the_same_state_delivers_everything_once(
     tmp_path: Path,
 ) -> None:
@@ -137,14 +121,7 @@ def test_sigkill_mid_run_then_rerun_with_the_same_state_delivers_everything_once
             **environ(tmp_path, TIKTOK_API_BASE_URL=server.base_url),
             "PYTHONPATH": str(ROOT),
         }
-        first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            wait_for_the_hold(arrived, first)
-            first.send_signal(signal.SIGKILL)
-            assert first.wait(HANG_GUARD) == -signal.SIGKILL
-        finally:
-            fake.release(process=False)  # the killed client's request is never carried out
-            first.kill()
+        kill_at_the_hold(fake, arrived, command, env)
         checkpoint = json.loads((tmp_path / "state" / "checkpoint.json").read_text())
         assert checkpoint["progress"]["next_line"] == 20 * batch + 1
 

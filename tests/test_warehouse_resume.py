@@ -13,11 +13,8 @@ import io
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +26,7 @@ import pytest
 from destination.backends import ApiRequest, ApiResponse
 from destination.cli import main
 from destination.fake_server import FakeTikTok, FaultPlan, serve_in_thread
-from tests.clock import HANG_GUARD
+from tests.fake_backends import kill_at_the_hold
 from tests.postgres_server import PostgresServer
 from tests.warehouse_support import (
     TOKEN,
@@ -277,19 +274,6 @@ def test_tiktok_down_for_good_exits_5_and_the_next_run_sends_everything(
 # ------------------------------------------------------------- SIGKILL, then resume
 
 
-def wait_for_the_hold(arrived: threading.Event, process: subprocess.Popen[bytes]) -> None:
-    """Wait until the held request arrived; a sync that ended first fails the test."""
-    guard = time.monotonic() + HANG_GUARD
-    while not arrived.wait(0.05):
-        if process.poll() is not None:
-            _, stderr = process.communicate()
-            pytest.fail(
-                f"the sync ended ({process.returncode}) before the held request:\n"
-                + stderr.decode(errors="replace")
-            )
-        assert time.monotonic() < guard, "the sync never reached the held request"
-
-
 @pytest.mark.parametrize("concurrency", [1, 2])
 def test_sigkill_mid_run_then_the_rerun_sends_at_most_the_batches_in_flight(
     tmp_path: Path, warehouse: Warehouse, concurrency: int
@@ -319,15 +303,7 @@ def test_sigkill_mid_run_then_the_rerun_sends_at_most_the_batches_in_flight(
             "TIKTOK_API_BASE_URL": server.base_url,
             "PYTHONPATH": str(ROOT),
         }
-        first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            wait_for_the_hold(arrived, first)
-            first.send_signal(signal.SIGKILL)
-            assert first.wait(HANG_GUARD) == -signal.SIGKILL
-        finally:
-            fake.release(process=False)  # the killed client's request is never carried out
-            first.kill()
-            first.communicate()
+        kill_at_the_hold(fake, arrived, command, env)
         held = len(members(fake, audience).get("EMAIL_SHA256", set()))
         assert answered * batch <= held < total
         assert warehouse.recorded() >= held - (concurrency - 1) * batch  # in flight at most
