@@ -38,7 +38,6 @@ from destination.warehouse.spec import SOURCE_SCHEMA_FILE, SourceSpec, read_spec
 
 if TYPE_CHECKING:  # a warehouse run imports them (DuckDB, SQLAlchemy): events runs do not
     from destination.warehouse.snapshot import Plan
-    from destination.warehouse.source import WarehouseSource
 
 __all__ = ["SyncOptions", "open_mapping", "run_sync", "summarize"]
 
@@ -198,9 +197,7 @@ def _refuse_mass_removal(spec: SourceSpec, plan: Plan, *, allowed: bool) -> None
     )
 
 
-def _refuse_clashing_paths(
-    options: SyncOptions, source: Source | WarehouseSource, session: Session
-) -> None:
+def _refuse_clashing_paths(options: SyncOptions, source: Source, session: Session) -> None:
     """No output may be an input or another output: opening it would destroy that file."""
     refuse_clashes(
         {"--mapping": options.mapping, **source.paths()},
