@@ -36,7 +36,7 @@ from destination.runner.settings import RunnerSettings, with_runner_settings
 from destination.runner.source import NdjsonSource, Source
 from destination.warehouse.spec import SOURCE_SCHEMA_FILE, SourceSpec, read_spec
 
-if TYPE_CHECKING:  # a warehouse run imports them (DuckDB, SQLAlchemy): events runs do not
+if TYPE_CHECKING:  # the warehouse modules are imported by a warehouse run only
     from destination.warehouse.snapshot import Plan
 
 __all__ = ["SyncOptions", "open_mapping", "run_sync", "summarize"]
