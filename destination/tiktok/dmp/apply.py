@@ -82,15 +82,12 @@ def apply_plan(
     made_again: set[str] = set()
     not_made: set[str] = set()  # creates deferred: the state may still hold a gone audience
     order = {"create": 0, "update": 1, "share": 2, "unshare": 3, "delete": 4}
-    creates = [i for i in plan.items if i.kind == "create"]
-    # lookalikes after the audiences they may be made from
-    creates.sort(key=lambda i: i.type == "lookalike")
-    rest = sorted(
-        (i for i in plan.items if i.kind not in ("create", "unchanged")),
-        # lookalikes made again after their source is
+    steps = sorted(
+        (i for i in plan.items if i.kind != "unchanged"),
+        # lookalikes made (or made again) after the audiences they may be made from
         key=lambda i: (order[i.kind], i.type == "lookalike"),
     )
-    for item in [*creates, *rest]:
+    for item in steps:
         if item.kind in ("share", "unshare") and item.key in made_again:
             continue  # the new audience was shared as defined when it was made
         if item.kind == "share" and (item.key not in state.audiences or item.key in not_made):
