@@ -1113,19 +1113,16 @@ def test_standard_input_and_a_dry_run_are_the_same_on_both_routes(
 
 
 LONG = b'{"type":"track","pad":"' + b"p" * 2 * MAX_EVENT_BYTES + b'"}'
-ONE = dumped(
-    {
-        "type": "track",
-        "event": "Audience Entered",
-        "context": {
-            "traits": {"email": "a@b.co"},
-            "personas": {
-                "external_audience_id": AUDIENCE,
-                "audience_settings": {"advertiserId": ADVERTISER},
-            },
-        },
-    }
-)
+
+
+def entered(**traits: Any) -> bytes:
+    """A deliverable Audience Entered line with these traits."""
+    personas = {"external_audience_id": AUDIENCE, "audience_settings": {"advertiserId": ADVERTISER}}
+    context = {"traits": traits, "personas": personas}
+    return dumped({"type": "track", "event": "Audience Entered", "context": context})
+
+
+ONE = entered(email="a@b.co")
 
 
 @pytest.mark.parametrize(
@@ -1149,6 +1146,21 @@ def test_a_file_of_nothing_or_one_line_is_the_same_on_both_routes(
     events.write_bytes(data)
     mapping = mapping_file(tmp_path, settings={"max_event_bytes": MAX_EVENT_BYTES})
     both_routes(tmp_path, mapping=mapping, events=events)
+
+
+def test_a_very_long_identifier_is_the_same_on_both_routes(tmp_path: Path) -> None:
+    # a value of any length (up to max_event_bytes) must never make the query fail; the
+    # phone rule's SQL turns lengths into code points: "+" and 55,231 to 57,278 digits
+    # give UTF-16 surrogates, 1,114,047 digits or more a code point past U+10FFFF
+    digits = [55_230, 55_240, 57_278, 57_280, 1_200_000]  # UTF-16 surrogates; past U+10FFFF
+    lines = [entered(phone="+" + "1" * n) for n in digits]
+    lines += [entered(phone="+1" + "2" * 55_300, email="a@b.co"), entered(phone="1" * 60_000)]
+    lines += [entered(email="a" * 500_000 + "@b.co"), entered(email="a@" + "b." * 200_000 + "co")]
+    lines += [entered(phone="+1 " * 100_000), entered(email="x@y.co", phone="(" * 300_000), ONE]
+    events = write_events(tmp_path / "long.ndjson", lines)
+    mapping = mapping_file(tmp_path, settings={"max_event_bytes": 4 << 20})
+    python = both_routes(tmp_path, mapping=mapping, events=events)
+    assert python.summary["delivered"] == 5
 
 
 IDENTIFIER_LISTS = (PHONES, ADVERTISING_IDS, DEVICES)  # a customer's columns after the email
