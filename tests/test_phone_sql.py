@@ -212,6 +212,14 @@ def test_the_value_may_be_any_varchar_expression() -> None:
     assert rows == [(True, "14155550100"), (True, None)]
 
 
+def test_values_of_any_length_make_no_error(evaluate: Evaluator) -> None:
+    """Long digit strings once turned lengths into code points past Unicode's."""
+    values = ["+" + "1" * n for n in (16, 55_231, 57_280, 1_200_000)] + ["+44" + "2" * 70_000]
+    for region in (None, "GB"):
+        sql = phone_sql("v", default_region=region, phone_format="e164")
+        assert evaluate(sql, values) == [(False, None)] * len(values)
+
+
 def test_a_null_value_is_not_decided() -> None:
     sql = phone_sql("v", default_region=None, phone_format="e164")
     with duckdb.connect() as connection:

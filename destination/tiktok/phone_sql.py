@@ -335,7 +335,9 @@ def _has_type(code: int, metadata: phonenumbers.PhoneMetadata) -> str:
     if not by_letters:
         return "FALSE"
     typed = "|".join(f"(?:{'|'.join(found)})[{letters}]" for letters, found in by_letters.items())
-    marked = f"{_DIGITS} || chr({ord(_length_letter(0))} + length({_DIGITS})::INTEGER)"
+    # past _LETTERED characters, one letter that no type has (and always a code point)
+    length = f"least(length({_DIGITS}), {_LETTERED})::INTEGER"
+    marked = f"{_DIGITS} || chr({ord(_length_letter(0))} + {length})"
     pattern = re.escape(f"+{code}") + f"(?:{typed})"
     return (
         f"(regexp_full_match({marked}, {_literal(pattern)}) AND {_general(metadata, f'+{code}')})"
@@ -344,3 +346,7 @@ def _has_type(code: int, metadata: phonenumbers.PhoneMetadata) -> str:
 
 def _length_letter(length: int) -> str:
     return chr(ord("@") + length)
+
+
+#: longer than any digits a type pattern can take ('+', a code, a national number)
+_LETTERED: Final = 1 + 3 + normalize._MAX_NATIONAL_LENGTH + 1
