@@ -822,7 +822,7 @@ def test_a_path_of_keys_resolves_as_the_general_walk(root: Any, keys: list[str])
     strings)."""
     path = "$" + "".join(f"['{key}']" for key in keys)
     got = compile_mapping({"x": {"@path": path}}).apply(root).get("x", mapping_module._MISSING)
-    expected = mapping_module._walk(root, mapping_module._path_steps(path))
+    expected = mapping_module._walk(root, mapping_module.parse_path(path))
     assert got == expected and type(got) is type(expected)
     if isinstance(expected, dict | list):
         assert got is not expected

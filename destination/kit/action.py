@@ -30,11 +30,14 @@ from destination.errors import MappingError, PayloadError
 from destination.kit.fields import Field, default_mapping, payload_schema
 from destination.kit.mapping import CompiledMapping, compile_mapping, reads_event
 from destination.kit.schema import PayloadValidator, PayloadValidators, json_pointer
+from destination.kit.sql import CompiledDigest, NotCompiled, PayloadSql, Scope, payload_sql
 from destination.kit.subscriptions import Condition, parse_subscription
 
 __all__ = [
     "Action",
     "ActionSpec",
+    "CompilableAction",
+    "CompiledStep",
     "Outcome",
     "Prepared",
     "Rejection",
@@ -112,6 +115,27 @@ class TwoStepAction(Protocol):
     def place(self, digest: Any) -> Prepared: ...
 
 
+@runtime_checkable
+class CompilableAction(Protocol):
+    """An action whose digest the compiled route can make in SQL (``kit.sql``): from
+    the payload's fields in SQL, the digest's JSON text (``NotCompiled`` if not); what
+    it computes more than once it binds in ``scope``."""
+
+    def compile_digest(self, payload: PayloadSql, scope: Scope) -> CompiledDigest: ...
+
+
+class CompiledStep(NamedTuple):
+    """A subscription in SQL: ``matches`` (boolean), ``shape`` (the present payload
+    fields' names joined by commas), ``digest`` (its JSON text, where ``unsure`` is
+    false: then the line takes the Python route) and the digest's ``finish``."""
+
+    matches: str
+    shape: str
+    digest: str
+    unsure: str
+    finish: Callable[[Any], Any] | None
+
+
 class Rejection(NamedTuple):
     """Why one event cannot go to one subscription: a short ``reason`` code and a message
     (without personal data)."""
@@ -152,6 +176,7 @@ class Subscription:
     mapping: CompiledMapping
     validator: PayloadValidator = field(repr=False)
     mapped_from_event: tuple[str, ...] = ()
+    mapping_json: Mapping[str, Any] = field(default_factory=dict, repr=False)  # as written
     routed: int = 0
     # the payloads' field names: a few distinct ones per run, so ``seen`` costs a set
     # insertion per event
@@ -189,6 +214,19 @@ class Subscription:
         if rejection is not None:
             raise PayloadError(rejection.message, reason=rejection.reason)
         return self._place(step.digest)
+
+    def compile(self, scope: Scope) -> CompiledStep:
+        """This subscription in SQL over the values ``scope`` reads (the compiled route);
+        ``NotCompiled`` when the condition, the mapping or the action's digest is beyond
+        it."""
+        action = self.action
+        if not isinstance(action, CompilableAction):
+            raise NotCompiled(f"the action {action.key} (its digest is not compiled)")
+        matches = scope.let(self.condition.to_sql(scope))
+        payload = payload_sql(self.mapping_json, action.fields, scope)
+        digest = action.compile_digest(payload, scope)
+        unsure = " OR ".join((*payload.unsure, *digest.unsure)) or "FALSE"
+        return CompiledStep(matches, payload.shape, digest.json, unsure, digest.finish)
 
     @property
     def seen(self) -> frozenset[str]:
@@ -228,6 +266,7 @@ def bind_subscription(
     defaults = default_mapping(action.fields)
     merged = {**defaults, **mapping}
     return Subscription(
+        mapping_json=merged,
         mapped_from_event=tuple(
             k for k, v in mapping.items() if reads_event(v) and v != defaults.get(k)
         ),

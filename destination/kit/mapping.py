@@ -61,7 +61,15 @@ from typing import Any, Final, TypeAlias
 from destination.errors import MappingError
 from destination.kit.schema import json_pointer
 
-__all__ = ["MAX_DEPTH", "CompiledMapping", "check_depth", "compile_mapping", "reads_event"]
+__all__ = [
+    "MAX_DEPTH",
+    "CompiledMapping",
+    "check_depth",
+    "compile_mapping",
+    "parse_path",
+    "parse_template",
+    "reads_event",
+]
 
 # the directives that read the event (the others combine or reshape what they are given)
 _READERS = frozenset({"@path", "@template", "@arrayPath", "@liquid"})
@@ -494,7 +502,7 @@ class _PathError(ValueError):
     """A path that does not parse; the message says where."""
 
 
-def _path_steps(path: str) -> Steps:
+def parse_path(path: str) -> Steps:
     """Segment's path grammar (its ``get``): an optional ``$.``, then names joined by
     dots (any characters but ``.[]'"*``, spaces included), ``[0]`` or ``['name']``.
     ``""``, ``"$"`` and ``"$."`` are the root. A name made of digits also indexes a list,
@@ -563,7 +571,7 @@ def _compile_path(arg: Any, site: _Site) -> Resolver:
 
 def _compile_path_text(path: str, site: _Site) -> Resolver:
     try:
-        steps = _path_steps(path)
+        steps = parse_path(path)
     except _PathError as error:
         raise site.error(f"{_PATH_SHAPE}; got {error}") from None
     return _path_resolver(steps)
@@ -572,7 +580,7 @@ def _compile_path_text(path: str, site: _Site) -> Resolver:
 @functools.lru_cache(maxsize=_RUNTIME_CACHE)
 def _runtime_path(path: str) -> Resolver | None:
     try:
-        return _path_resolver(_path_steps(path))
+        return _path_resolver(parse_path(path))
     except _PathError:
         return None
 
@@ -656,10 +664,10 @@ def _runtime_template(text: str) -> Resolver | None:
         return None
 
 
-def _template_resolver(text: str) -> Resolver:
-    """Segment's ``render``: ``{{path}}`` and ``{{{path}}}`` (the same: nothing is
-    escaped) replaced by the value at the path, in one pass (a value that holds braces
-    is not rendered again)."""
+def parse_template(text: str) -> tuple[tuple[tuple[str, Steps], ...], str]:
+    """A template's pieces: per placeholder, the text before it and its path, then the
+    text after the last one. ``ValueError`` (a ``_PathError``) for a template that does
+    not parse."""
     literals: list[str] = []
     paths: list[Steps] = []
     position = 0
@@ -671,7 +679,7 @@ def _template_resolver(text: str) -> Resolver:
         try:
             if not expression or expression.startswith("$"):
                 raise _PathError(expression)
-            steps = _path_steps(expression)
+            steps = parse_path(expression)
         except _PathError:
             raise _PathError(
                 f"the placeholder at character {start} must be a dotted path from "
@@ -681,10 +689,16 @@ def _template_resolver(text: str) -> Resolver:
         literals.append(text[position:start])
         paths.append(steps)
         position = match.end()
-    if not paths:
+    return tuple(zip(literals, paths, strict=True)), text[position:]
+
+
+def _template_resolver(text: str) -> Resolver:
+    """Segment's ``render``: ``{{path}}`` and ``{{{path}}}`` (the same: nothing is
+    escaped) replaced by the value at the path, in one pass (a value that holds braces
+    is not rendered again)."""
+    pieces, tail = parse_template(text)
+    if not pieces:
         return _constant(text)
-    pieces = tuple(zip(literals, paths, strict=True))
-    tail = text[position:]
 
     def resolve(root: Any) -> Any:
         out: list[str] = []

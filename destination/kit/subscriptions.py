@@ -65,6 +65,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Literal, NamedTuple, TypeAlias
 
 from destination.errors import MappingError
+from destination.kit.sql import NotCompiled, Scope, SqlValue, sql_string
 
 __all__ = ["Condition", "parse_subscription"]
 
@@ -111,6 +112,11 @@ class Condition(ABC):
     @abstractmethod
     def __str__(self) -> str:
         """The canonical text of the condition."""
+
+    @abstractmethod
+    def to_sql(self, scope: Scope) -> str:
+        """The condition as an SQL boolean (never NULL) over the values ``scope`` reads
+        (the compiled route); ``NotCompiled`` for what it does not cover."""
 
     def __repr__(self) -> str:
         return f"Condition({str(self)!r})"
@@ -163,6 +169,20 @@ def _comparison_test(symbol: str, value: _Value) -> Callable[[object], bool]:
     if _value_kind(value) == "number":
         return lambda found: _is_number(found) and found != value
     return lambda found: not equals(found)
+
+
+def _equality_sql(found: SqlValue, value: _Value, text: str) -> str:
+    """``found = value`` in SQL, as ``_equality_test`` decides it (numbers: not compiled,
+    JSON numbers being read apart by the two routes)."""
+    if value is None:
+        return f"({found.kind} IS NULL OR {found.kind} = 'NULL')"
+    if isinstance(value, bool):
+        return (
+            f"coalesce({found.kind} = 'BOOLEAN' AND {found.text} = '{str(value).lower()}', FALSE)"
+        )
+    if isinstance(value, str):
+        return f"coalesce({found.kind} = 'VARCHAR' AND {found.text} = {sql_string(value)}, FALSE)"
+    raise NotCompiled(f"the comparison {text} (numbers are not compiled)")
 
 
 def _glob_test(pattern: str) -> Callable[[str], bool]:
@@ -255,6 +275,9 @@ class _All(Condition):
     def matches(self, event: Mapping[str, Any]) -> bool:
         return True
 
+    def to_sql(self, scope: Scope) -> str:
+        return "TRUE"
+
     def __str__(self) -> str:
         return "all"
 
@@ -274,6 +297,12 @@ class _Comparison(Condition):
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         return self._test(_lookup(event, self.path))
+
+    def to_sql(self, scope: Scope) -> str:
+        if self.symbol not in ("=", "!="):
+            raise NotCompiled(f"the comparison {self}")
+        equals = _equality_sql(scope.value(self.path), self.value, str(self))
+        return equals if self.symbol == "=" else f"NOT {equals}"
 
     def __str__(self) -> str:
         return f"{_format_path(self.path)} {self.symbol} {_format_value(self.value)}"
@@ -295,6 +324,17 @@ class _Function(Condition):
     def matches(self, event: Mapping[str, Any]) -> bool:
         return self._test(_lookup(event, self.path))
 
+    def to_sql(self, scope: Scope) -> str:
+        value = scope.value(self.path)
+        if self.name == "contains":
+            test = f"contains({value.text}, {sql_string(self.argument)})"
+        else:  # a LIKE pattern: * is %, and the pattern's own % _ \\ are escaped
+            escaped = "".join("\\" + c if c in "%_\\" else c for c in self.argument)
+            test = f"{value.text} LIKE {sql_string(escaped.replace('*', '%'))} ESCAPE '\\'"
+        if self.negated:
+            test = f"NOT {test}"
+        return f"coalesce({value.kind} = 'VARCHAR' AND {test}, FALSE)"
+
     def __str__(self) -> str:
         bang = "!" if self.negated else ""
         path, argument = _format_path(self.path), _format_value(self.argument)
@@ -308,6 +348,9 @@ class _Not(Condition):
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         return not self.operand.matches(event)
+
+    def to_sql(self, scope: Scope) -> str:
+        return f"(NOT {self.operand.to_sql(scope)})"
 
     def __str__(self) -> str:
         return f"not {_wrap(self.operand, self._precedence)}"
@@ -328,6 +371,9 @@ class _And(Condition):
                 return False
         return True
 
+    def to_sql(self, scope: Scope) -> str:
+        return "(" + " AND ".join(op.to_sql(scope) for op in self.operands) + ")"
+
     def __str__(self) -> str:
         return " and ".join(_wrap(op, self._precedence) for op in self.operands)
 
@@ -346,6 +392,9 @@ class _Or(Condition):
             if test(event):
                 return True
         return False
+
+    def to_sql(self, scope: Scope) -> str:
+        return "(" + " OR ".join(op.to_sql(scope) for op in self.operands) + ")"
 
     def __str__(self) -> str:
         return " or ".join(_wrap(op, self._precedence) for op in self.operands)
