@@ -22,8 +22,10 @@ from typing import Any, TypedDict
 from destination.errors import PayloadError, PermanentError
 from destination.kit.action import Outcome, Prepared
 from destination.kit.fields import Field
+from destination.kit.sql import CompiledDigest, PayloadSql, Scope
 from destination.tiktok.api import TikTokApi
 from destination.tiktok.audiences import AudienceRegistry
+from destination.tiktok.digest_sql import create_audience_digest, membership_digest
 from destination.tiktok.fields import CATALOGUE, ActionInfo
 from destination.tiktok.normalize import (
     ID_TYPES,
@@ -226,6 +228,10 @@ class Membership(_CatalogueAction):
         ids, dropped = user_identifiers(payload, self._context.settings)
         return {"ids": ids, "dropped": dropped, "where": list(map(payload.get, _PLACE_FIELDS))}
 
+    def compile_digest(self, payload: PayloadSql, scope: Scope) -> CompiledDigest:
+        """``digest`` in SQL, for the compiled route (``tiktok.digest_sql``)."""
+        return membership_digest(payload, self._context.settings, scope)
+
     def place(self, digest: MembershipDigest) -> Prepared:
         ids, dropped = digest["ids"], digest["dropped"]
         if not ids:
@@ -289,6 +295,10 @@ class CreateAudience(_CatalogueAction):
         if "audience_name" in payload:
             digest["audience_name"] = payload["audience_name"]
         return digest
+
+    def compile_digest(self, payload: PayloadSql, scope: Scope) -> CompiledDigest:
+        """``digest`` in SQL, for the compiled route (``tiktok.digest_sql``)."""
+        return create_audience_digest(payload, scope)
 
     def place(self, digest: AudienceToCreate) -> Prepared:
         advertiser_id = resolve_advertiser(digest, self._context.settings)
