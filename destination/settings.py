@@ -57,6 +57,7 @@ class Settings(TikTokSettings):
     batch_size: int = _RUNNER["batch_size"]
     concurrency: int = _RUNNER["concurrency"]
     workers: int | Literal["auto"] = _RUNNER["workers"]
+    route: str = _RUNNER["route"]
     max_event_bytes: int = _RUNNER["max_event_bytes"]
 
 

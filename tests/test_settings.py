@@ -88,6 +88,7 @@ def test_environment_variable_names_are_the_documented_ones() -> None:
         "qps": "TIKTOK_QPS",
         "concurrency": "TIKTOK_CONCURRENCY",
         "workers": "TIKTOK_WORKERS",
+        "route": "TIKTOK_ROUTE",
     }
 
 

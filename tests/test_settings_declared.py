@@ -62,7 +62,7 @@ def test_the_runner_declares_its_knobs_and_tiktok_the_rest() -> None:
     runner = {s.name for s in RUNNER_SETTINGS}
     tiktok = {s.name for s in TIKTOK_SETTINGS}
 
-    assert runner == {"batch_size", "concurrency", "workers", "max_event_bytes"}
+    assert runner == {"batch_size", "concurrency", "workers", "route", "max_event_bytes"}
     assert {"base_url", "qps", "max_attempts", "timeout_seconds", "audience_state"} <= tiktok
     assert not runner & tiktok
     assert [s.name for s in DECLARED] == [s.name for s in (*RUNNER_SETTINGS, *TIKTOK_SETTINGS)]

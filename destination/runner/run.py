@@ -14,22 +14,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from destination.errors import OutputError
+from destination.errors import ConfigurationError, OutputError
+from destination.kit.action import Subscription
 from destination.kit.destination import Session
+from destination.kit.sql import NotCompiled
 from destination.runner.checkpoint import Checkpoint, locked_state
+from destination.runner.compiled import CompiledRoute, compile_route
 from destination.runner.meter import Show, watching
 from destination.runner.outputs import OutputFile
 from destination.runner.pipeline import Pipeline, Tally
-from destination.runner.settings import AUTO_WORKERS_MIN_BYTES, RunnerSettings
+from destination.runner.settings import (
+    AUTO_COMPILED_MIN_BYTES,
+    AUTO_WORKERS_MIN_BYTES,
+    RunnerSettings,
+)
 from destination.runner.source import Opened, Source
 from destination.runner.workers import routed
 
-__all__ = ["Ran", "RunOptions", "deliver", "workers_for"]
+__all__ = ["Ran", "RunOptions", "deliver", "route_for", "workers_for"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,7 @@ class RunOptions:
 class Ran(NamedTuple):
     tally: Tally
     resumed: bool
+    route: str  # "compiled" or "python"
 
 
 def workers_for(setting: int | str, size: int | None) -> int:
@@ -65,9 +73,42 @@ def workers_for(setting: int | str, size: int | None) -> int:
     return 1 if size >= AUTO_WORKERS_MIN_BYTES else 0
 
 
+def route_for(
+    setting: str, size: int | None, subscriptions: Sequence[Subscription]
+) -> CompiledRoute | None:
+    """The compiled route for a run whose ``route`` setting is ``setting`` and whose
+    input holds ``size`` bytes (None: unknown), or None for the Python route.
+
+    ``"auto"`` compiles for an input of ``AUTO_COMPILED_MIN_BYTES`` or more (below that,
+    starting DuckDB and planning the query cost more than they save) and takes the
+    Python route, saying why in a debug line, for a mapping file the compiled route does
+    not cover; ``"compiled"`` refuses such a file (``ConfigurationError``).
+    """
+    if setting == "python":
+        return None
+    if setting == "auto" and (size is None or size < AUTO_COMPILED_MIN_BYTES):
+        log.debug(
+            "Python route: an input under %d bytes or of unknown size", AUTO_COMPILED_MIN_BYTES
+        )
+        return None
+    try:
+        route = compile_route(subscriptions)
+    except NotCompiled as exc:
+        if setting == "compiled":
+            raise ConfigurationError(
+                f"route compiled: the compiled route does not cover {exc}; use route "
+                '"auto" or "python"'
+            ) from exc
+        log.debug("Python route: the compiled route does not cover %s", exc)
+        return None
+    log.debug("compiled route")
+    return route
+
+
 def deliver(source: Source, session: Session, knobs: RunnerSettings, options: RunOptions) -> Ran:
     """Read, route, send and account for every line of ``source``, with the runner's
     settings ``knobs``."""
+    compiled = route_for(knobs.route, source.size(), session.subscriptions)
     with contextlib.ExitStack() as held:
         checkpoint: Checkpoint | None = None
         if options.state is not None:
@@ -92,8 +133,9 @@ def deliver(source: Source, session: Session, knobs: RunnerSettings, options: Ru
             opened=opened,
             checkpoint=checkpoint,
             resuming=resuming,
+            compiled=compiled,
         )
-        return Ran(tally, resuming)
+        return Ran(tally, resuming, "python" if compiled is None else "compiled")
 
 
 def _run(
@@ -105,6 +147,7 @@ def _run(
     opened: Opened,
     checkpoint: Checkpoint | None,
     resuming: bool,
+    compiled: CompiledRoute | None,
 ) -> Tally:
     if options.rejected is None:
         log.warning(
@@ -128,7 +171,7 @@ def _run(
                 on_progress=_saver(checkpoint, options.state, rejected, retry, opened),
                 listener=source.listener(),
             )
-            workers = workers_for(knobs.workers, source.size())
+            workers = 0 if compiled is not None else workers_for(knobs.workers, source.size())
             earlier = pipeline.tally.received  # a resumed run's count: not this run's pace
             meter = watching(
                 options.progress,
@@ -137,19 +180,21 @@ def _run(
                 interval=options.progress_interval,
             )
             # closed here, whatever happens, so that any workers stop with the run
-            with (
-                meter,
-                contextlib.closing(
-                    routed(
-                        opened,
-                        max_bytes=knobs.max_event_bytes,
-                        workers=workers,
-                        recipe=session.worker_recipe(),
-                        subscriptions=session.subscriptions,
-                        skip=pipeline.progress.is_finished,
-                    )
-                ) as lines,
-            ):
+            lines = (
+                routed(
+                    opened,
+                    max_bytes=knobs.max_event_bytes,
+                    workers=workers,
+                    recipe=session.worker_recipe(),
+                    subscriptions=session.subscriptions,
+                    skip=pipeline.progress.is_finished,
+                )
+                if compiled is None
+                else compiled.routed(
+                    opened, max_bytes=knobs.max_event_bytes, skip=pipeline.progress.is_finished
+                )
+            )
+            with meter, contextlib.closing(lines):
                 tally = pipeline.run(lines)
             if checkpoint is not None and options.state is not None:
                 checkpoint.complete = True

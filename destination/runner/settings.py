@@ -13,10 +13,20 @@ from typing import Any
 
 from destination.kit.settings import Setting, merge_settings
 
-__all__ = ["AUTO_WORKERS_MIN_BYTES", "RUNNER_SETTINGS", "RunnerSettings", "with_runner_settings"]
+__all__ = [
+    "AUTO_COMPILED_MIN_BYTES",
+    "AUTO_WORKERS_MIN_BYTES",
+    "ROUTES",
+    "RUNNER_SETTINGS",
+    "RunnerSettings",
+    "with_runner_settings",
+]
 
 # "auto" starts a worker from this input size on (see run.workers_for)
 AUTO_WORKERS_MIN_BYTES = 64 << 20
+# "auto" takes the compiled route from this input size on (see run.route_for)
+AUTO_COMPILED_MIN_BYTES = 1 << 20
+ROUTES = ("auto", "python", "compiled")
 
 RUNNER_SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -55,6 +65,19 @@ RUNNER_SETTINGS: tuple[Setting, ...] = (
         also=("auto",),
     ),
     Setting(
+        "route",
+        "string",
+        'How events are parsed, mapped, checked and hashed: `"python"` (each event in '
+        'Python objects), `"compiled"` (the whole mapping file as one DuckDB query over '
+        "the input's lines; refused, naming why, for a file it cannot express) or "
+        f'`"auto"`: compiled for an events file of {AUTO_COMPILED_MIN_BYTES >> 20} MiB or '
+        "more whose mapping file it can express, else Python. Same results either way.",
+        default="auto",
+        env="TIKTOK_ROUTE",
+        flag="--route",
+        choices=ROUTES,
+    ),
+    Setting(
         "max_event_bytes",
         "integer",
         "Longest input line read as an event; longer lines are rejected unread.",
@@ -79,6 +102,7 @@ class RunnerSettings:
     batch_size: int
     concurrency: int
     workers: int | str  # a number, or "auto"
+    route: str  # one of ROUTES
     max_event_bytes: int
 
     @classmethod

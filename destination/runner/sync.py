@@ -125,7 +125,7 @@ def run_sync(
     ran = deliver(
         source, session, RunnerSettings.from_values(values), _run_options(options, state=state)
     )
-    return summarize(ran.tally, session, options, resumed=ran.resumed)
+    return summarize(ran.tally, session, options, resumed=ran.resumed, route=ran.route)
 
 
 def _sync_warehouse(
@@ -166,12 +166,14 @@ def _sync_warehouse(
             plan.unchanged,
         )
         _refuse_mass_removal(spec, plan, allowed=options.allow_mass_removal)
-        tally = Tally()
+        tally, route = Tally(), None
         if not options.dry_run:  # a dry run is the plan: not one request
             # the snapshot is this source's checkpoint: no runner checkpoint
             knobs = RunnerSettings.from_values(values)
-            tally = deliver(source, session, knobs, _run_options(options, state=None)).tally
-        return {**summarize(tally, session, options, resumed=False), **source.summary()}
+            ran = deliver(source, session, knobs, _run_options(options, state=None))
+            tally, route = ran.tally, ran.route
+        summary = summarize(tally, session, options, resumed=False, route=route)
+        return {**summary, **source.summary()}
 
 
 def _run_options(options: SyncOptions, *, state: Path | None) -> RunOptions:
@@ -211,9 +213,10 @@ def _refuse_clashing_paths(options: SyncOptions, source: Source, session: Sessio
 
 
 def summarize(
-    tally: Tally, session: Session, options: SyncOptions, *, resumed: bool
+    tally: Tally, session: Session, options: SyncOptions, *, resumed: bool, route: str | None
 ) -> dict[str, Any]:
-    """The run's summary: the runner's counts, then what the destination adds."""
+    """The run's summary: the runner's counts, then what the destination adds, and the
+    route the events took (None: no event was routed, a warehouse dry run)."""
     stopped = tally.stopped
     if stopped is None and (stop := session.stop()) is not None:
         stopped = {"reason": stop[0], "message": stop[1]}
@@ -229,6 +232,7 @@ def summarize(
         "rejected_file": str(options.rejected) if options.rejected else None,
         "retry_file": str(options.retry) if options.retry else None,
         "resumed": resumed,
+        "route": route,
         "stopped": stopped,
         "warnings": warnings,
     }

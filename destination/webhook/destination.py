@@ -91,6 +91,7 @@ class Knobs:
     batch_size: int
     concurrency: int
     workers: int | str
+    route: str
     max_event_bytes: int
 
 
@@ -215,6 +216,7 @@ class Webhook:
             batch_size=values["batch_size"],
             concurrency=values["concurrency"],
             workers=values["workers"],
+            route=values["route"],
             max_event_bytes=values["max_event_bytes"],
         )
         return WebhookSession(mapping, knobs, client)

@@ -1,0 +1,293 @@
+"""The compiled route: a run's subscriptions as one DuckDB query over the input's lines.
+
+``compile_route`` asks each subscription for its SQL (``Subscription.compile``: the
+kit's condition and payload, the destination's digest) and joins them into one query;
+``NotCompiled`` says why a run cannot take this route. ``CompiledRoute.routed`` then
+gives the same ``RoutedLine`` for every line that ``runner.route.route_line`` would,
+in input order, for the pipeline to take as it takes any other:
+
+- the lines are read here, with the reader's rules (numbers, blank lines, the byte
+  order mark, ``max_event_bytes``), and stream into DuckDB as Arrow batches of text;
+- the query parses each line once per kind of question (the JSON types of the paths
+  read, their texts, the keys of the objects on the way), matches the subscriptions,
+  maps, checks and hashes, and answers per line either its routed steps as JSON text or
+  nothing: the Python route then routes that line itself (a line that is no JSON object,
+  one DuckDB's JSON reader would read otherwise than orjson, a value the compiled rules
+  leave to Python: ``kit.sql``);
+- DuckDB runs in a thread of its own, using ``threads`` threads and at most
+  ``memory_limit`` of memory, while the pipeline places and sends in the main thread.
+
+Reading text keeps Python's part small (a line's bytes are needed anyway: the pipeline
+keeps them for the rejected and retry files), and the numbers are the reader's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import NamedTuple
+
+import orjson
+
+from destination.kit.action import CompiledStep, Step, Subscription
+from destination.kit.sql import NotCompiled, Scope, sql_string
+from destination.runner.reader import Line, LineStream, read_lines
+from destination.runner.route import RoutedLine, route_line, unread
+
+__all__ = ["BATCH_LINES", "CompiledRoute", "compile_route"]
+
+log = logging.getLogger(__name__)
+
+BATCH_LINES = 8192  # lines per Arrow batch into DuckDB, and per batch of answers
+MEMORY_LIMIT = "160MB"  # DuckDB's own limit: the run stays within 300 MB at 1M events
+_AHEAD = 4  # answered batches waiting for the pipeline, at most
+
+# Lines DuckDB's JSON reader takes where orjson refuses them (NaN, Infinity, trailing
+# commas, exponents that overflow, numbers too long), read by the Python route, which
+# words the refusal: each pattern may also match inside a string (rare), which costs
+# only the Python route for that line.
+_VALUE = r"\s*-?(?:[nN][aA]|[iI][nN]|[0-9][0-9.]*[eE][-+]?[0-9]{3}|[0-9]{200})"
+_LENIENT = (  # each starts with a character RE2 looks for first: a fifth of one pattern's time
+    ":" + _VALUE,
+    "," + _VALUE,
+    r"\[" + _VALUE,
+    r",\s*[}\]]",
+)
+_MAX_NESTING = 1000  # orjson refuses more than 1024 levels: longer lines are counted
+
+
+class _Batch(NamedTuple):
+    """Lines read, in order (a ``Line`` for one too long to route), and per line sent to
+    DuckDB, its answer (``None``: the Python route)."""
+
+    lines: list[Line | tuple[int, bytes]]
+    answers: list[str | None]
+
+
+class CompiledRoute:
+    """A compiled run: ``routed`` routes a stream of lines through one DuckDB query."""
+
+    def __init__(
+        self, subscriptions: Sequence[Subscription], query: str, steps: Sequence[CompiledStep]
+    ) -> None:
+        self._subscriptions = subscriptions
+        self._query = query
+        self._finishes = [step.finish for step in steps]
+        self._shapes: dict[str, tuple[str, ...]] = {"": ()}
+
+    @property
+    def query(self) -> str:
+        return self._query
+
+    def routed(
+        self,
+        stream: LineStream,
+        *,
+        max_bytes: int,
+        skip: Callable[[int], bool],
+        threads: int = 2,
+        memory_limit: str = MEMORY_LIMIT,
+    ) -> Generator[RoutedLine, None, None]:
+        """Every line of ``stream`` routed, in input order, but those ``skip`` names."""
+        batches: queue.Queue[_Batch | BaseException | None] = queue.Queue(_AHEAD)
+        stop = threading.Event()
+        runner = threading.Thread(
+            target=functools.partial(
+                self._run,
+                stream,
+                batches,
+                stop,
+                max_bytes=max_bytes,
+                skip=skip,
+                threads=threads,
+                memory_limit=memory_limit,
+            ),
+            name="compiled-route",
+            daemon=True,
+        )
+        runner.start()
+        try:
+            while (batch := batches.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                yield from self._lines(batch)
+        finally:
+            stop.set()
+            with contextlib.suppress(queue.Empty):
+                while True:  # let the thread see the stop if it waits to put a batch
+                    batches.get_nowait()
+            runner.join()
+
+    def _lines(self, batch: _Batch) -> Iterator[RoutedLine]:
+        answers = iter(batch.answers)
+        subscriptions, finishes, shapes = self._subscriptions, self._finishes, self._shapes
+        loads = orjson.loads
+        for item in batch.lines:
+            if isinstance(item, Line):
+                yield unread(item)
+                continue
+            number, data = item
+            answer = next(answers)
+            if answer is None:
+                yield route_line(subscriptions, number, data)
+                continue
+            steps = []
+            for index, shape, digest in loads(answer):
+                fields = shapes.get(shape)
+                if fields is None:
+                    fields = shapes[shape] = tuple(shape.split(","))
+                finish = finishes[index]
+                steps.append(
+                    Step(index, fields, digest if finish is None else finish(digest), None)
+                )
+            yield RoutedLine(number, data, tuple(steps), "", "")
+
+    def _run(
+        self,
+        stream: LineStream,
+        batches: queue.Queue[_Batch | BaseException | None],
+        stop: threading.Event,
+        *,
+        max_bytes: int,
+        skip: Callable[[int], bool],
+        threads: int,
+        memory_limit: str,
+    ) -> None:
+        """The thread: read, query, hand over answered batches in order."""
+        import duckdb  # noqa: PLC0415 (a run on the Python route does not load DuckDB)
+        import pyarrow as pa  # noqa: PLC0415
+
+        try:
+            read: deque[tuple[list[Line | tuple[int, bytes]], list[int]]] = deque()
+            schema = pa.schema([("number", pa.int64()), ("line", pa.string())])
+
+            def arrow_batches() -> Iterator[pa.RecordBatch]:
+                lines: list[Line | tuple[int, bytes]] = []
+                numbers: list[int] = []
+                texts: list[str | None] = []
+                for item in read_lines(stream, max_bytes=max_bytes):
+                    if stop.is_set():
+                        return
+                    if isinstance(item, Line):
+                        if not skip(item.number):
+                            lines.append(item)
+                        continue
+                    number, data = item
+                    if skip(number):
+                        continue
+                    lines.append((number, data))
+                    numbers.append(number)
+                    try:
+                        texts.append(data.decode())
+                    except UnicodeDecodeError:
+                        texts.append(None)  # the Python route words it
+                    if len(numbers) >= BATCH_LINES:
+                        read.append((lines, numbers))
+                        yield pa.record_batch([numbers, texts], schema=schema)
+                        lines, numbers, texts = [], [], []
+                read.append((lines, numbers))
+                if numbers:
+                    yield pa.record_batch([numbers, texts], schema=schema)
+
+            source = pa.RecordBatchReader.from_batches(schema, arrow_batches())
+            with duckdb.connect(config={"threads": threads, "memory_limit": memory_limit}) as db:
+                db.register("input_lines", source)
+                result = db.sql(self._query).to_arrow_reader(BATCH_LINES)
+                answered_numbers: deque[int] = deque()
+                pending: deque[str | None] = deque()
+                for answered in result:
+                    answered_numbers.extend(answered.column("number").to_pylist())
+                    pending.extend(answered.column("routed").to_pylist())
+                    while read and len(read[0][1]) <= len(pending):
+                        lines, numbers = read.popleft()
+                        got = [answered_numbers.popleft() for _ in numbers]
+                        if got != numbers:  # DuckDB keeps the input's order: never seen
+                            raise AssertionError("the compiled route's answers came out of order")
+                        answers = [pending.popleft() for _ in numbers]
+                        if not _put(batches, _Batch(lines, answers), stop):
+                            return
+                while read:  # lines that never reached DuckDB (too long) after the last
+                    lines, numbers = read.popleft()
+                    if not _put(batches, _Batch(lines, [None] * len(numbers)), stop):
+                        return
+            _put(batches, None, stop)
+        except BaseException as exc:  # handed to the pipeline's thread, which raises it
+            _put(batches, exc, stop)
+
+
+def _put(
+    batches: queue.Queue[_Batch | BaseException | None],
+    item: _Batch | BaseException | None,
+    stop: threading.Event,
+) -> bool:
+    """Hand ``item`` over, waiting for room; False once the reader stopped listening."""
+    while not stop.is_set():
+        with contextlib.suppress(queue.Full):
+            batches.put(item, timeout=0.1)
+            return True
+    return False
+
+
+def compile_route(subscriptions: Sequence[Subscription]) -> CompiledRoute:
+    """The query routing every line through ``subscriptions``; ``NotCompiled`` (why)
+    when one of them is beyond the compiled route, ``ConfigurationError`` for a setting
+    the destination refuses (as the Python route would on the first event)."""
+    if not subscriptions:
+        raise NotCompiled("a run without subscriptions")
+    scope = Scope()
+    steps = [s.compile(scope) for s in subscriptions]
+    unsure = " OR ".join(f"({step.matches} AND ({step.unsure}))" for step in steps)
+    entries = ", ".join(
+        f"CASE WHEN {step.matches} "
+        f"THEN concat('[{i},\"', {step.shape}, '\",', {step.digest}, ']') END"
+        for i, step in enumerate(steps)
+    )
+    listed = scope.paths()
+    lenient = " OR ".join(f"regexp_matches(line, {sql_string(p)})" for p in _LENIENT)
+    kinds = f"TRY(json_type(line, {_list(['$', *listed])}))"
+    texts = f"json_extract_string(line, {_list(listed)})" if listed else "NULL::VARCHAR[]"
+    objects = _list(scope.objects() or ["$"])
+    layers = "".join(
+        f"), layer_{level} AS (\n  SELECT *,\n    {_columns(layer)}\n  FROM layer_{level - 1}\n"  # noqa: S608
+        for level, layer in enumerate(scope.layers(), 1)
+    )
+    # every text in it is a literal made by ``sql_string``
+    query = f"""
+WITH parsed AS (
+  SELECT number, line,
+    CASE WHEN line IS NULL OR {lenient} OR contains(line, chr(0))
+           OR (length(line) > {2 * _MAX_NESTING}
+               AND length(line) - length(replace(replace(line, '[', ''), '{{', ''))
+                   > {_MAX_NESTING})
+         THEN NULL
+         ELSE {kinds} END AS kinds
+  FROM input_lines
+), layer_0 AS (
+  SELECT number, kinds[1] AS root, kinds,
+    CASE WHEN kinds[1] = 'OBJECT' THEN {texts} END AS texts,
+    CASE WHEN kinds[1] = 'OBJECT' THEN
+      list_bool_or(list_transform(json_keys(line, {objects}),
+                                  lambda k: len(k) <> len(list_distinct(k))))
+    END AS twice
+  FROM parsed
+{layers})
+SELECT number,
+  CASE WHEN root IS DISTINCT FROM 'OBJECT' OR coalesce(twice, FALSE) OR {unsure} THEN NULL
+       ELSE concat('[', concat_ws(',', {entries}), ']') END AS routed
+FROM layer_{len(scope.layers())}
+"""  # noqa: S608
+    log.debug("compiled route: %d subscriptions, %d paths", len(steps), len(listed))
+    return CompiledRoute(subscriptions, query, steps)
+
+
+def _columns(layer: Sequence[tuple[str, str]]) -> str:
+    return ",\n    ".join(f"{expression} AS {name}" for name, expression in layer)
+
+
+def _list(items: Sequence[str]) -> str:
+    return "[" + ", ".join(sql_string(item) for item in items) + "]"
