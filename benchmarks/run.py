@@ -10,6 +10,8 @@ RSS. See benchmarks/README.md.
     python -m benchmarks.run --quick         # 10k and 100k
     python -m benchmarks.run --mode http-lean  # the fake answers segment/mapping unchecked
     python -m benchmarks.run --mode dry-run  # sync --dry-run: no server, nothing sent
+    python -m benchmarks.run --route python  # the Python route (default: compiled)
+    python -m benchmarks.run --segment       # + Segment's destination on a 200k file, and us
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ BENCH_SETTINGS: dict[str, Any] = {
     "concurrency": 4,
 }
 TARGET_EVENTS_PER_S = 150_000
-TARGET_RSS_MB = 150.0
+TARGET_RSS_MB = 300.0  # issue 19: every process of the sync, DuckDB included
+TARGET_SEGMENT_RATIO = 10.0  # issue 19: whole process, the same 200k-event file
+SEGMENT_SIZE = 200_000
 TARGET_RSS_GROWTH = 1.10  # the 1M run's peak RSS within 10% of the 100k run's
 TARGET_FLOOR_RATIO = 2.0
 SAMPLE_SECONDS = 0.05
@@ -670,7 +674,8 @@ def describe(result: Measurement, file_mb: float) -> str:
     fl = result.floor
     s = result.summary
     lines = [
-        f"\n== {result.size:,} events ({result.mode}, {file_mb:.0f} MB file)",
+        f"\n== {result.size:,} events ({result.mode}, {s.get('route')} route, "
+        f"{file_mb:.0f} MB file)",
         f"floor:  {fl.wall:.2f} s, {fl.events_per_s:,.0f} events/s, CPU {fl.cpu:.2f} s "
         f"({fl.library} parse + SHA-256 of {fl.identifiers:,} identifiers, one process; "
         "best of 3)",
@@ -812,6 +817,27 @@ def targets(results: list[Measurement]) -> list[str]:
     return lines
 
 
+def side_by_side(mode: str, seed: int, data_dir: Path) -> list[str]:
+    """Segment's published destination and this sync on the same file: the ratio of their
+    whole-process events/s against ``TARGET_SEGMENT_RATIO`` (lines to print)."""
+    from benchmarks.segment import run_segment  # noqa: PLC0415 (only with --segment)
+
+    events = cached_events(SEGMENT_SIZE, seed, data_dir)
+    theirs = run_segment(events, "dry-run" if mode == "dry-run" else "http")
+    ours = measure(SEGMENT_SIZE, events, "dry-run" if mode == "dry-run" else "http", floor(events))
+    if theirs is None:
+        return [f"{TARGET_SEGMENT_RATIO:.0f}x Segment: not measured (Segment's side skipped)"]
+    ratio = ours.events_per_s / theirs.events_per_s
+    return [
+        f"Segment {theirs.version} on {SEGMENT_SIZE:,} events: {theirs.events_per_s:,.0f} "
+        f"events/s, CPU {theirs.cpu_s:.2f} s, peak RSS {theirs.peak_rss_mb:.0f} MB",
+        f"this sync on the same file: {ours.events_per_s:,.0f} events/s, CPU {ours.cpu:.2f} s, "
+        f"peak RSS {ours.rss_tree_mb:.0f} MB",
+        f">= {TARGET_SEGMENT_RATIO:.0f}x Segment: "
+        f"{'MET' if ratio >= TARGET_SEGMENT_RATIO else 'MISSED'} ({ratio:.1f}x)",
+    ]
+
+
 def write_markdown(
     path: Path, results: list[Measurement], facts: dict[str, str], command: str
 ) -> None:
@@ -909,7 +935,20 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         help='the sync\'s workers setting: N or "auto" (default: left out, so "auto")',
     )
+    parser.add_argument(
+        "--route",
+        choices=("auto", "python", "compiled"),
+        default="compiled",
+        help="the sync's route setting (default: compiled)",
+    )
+    parser.add_argument(
+        "--segment",
+        action="store_true",
+        help=f"also run Segment's published destination and this sync on a {SEGMENT_SIZE:,}-"
+        "event file, side by side (needs node and npm; skipped with the reason otherwise)",
+    )
     args = parser.parse_args(argv)
+    BENCH_SETTINGS["route"] = args.route
     if args.workers is not None:
         workers = args.workers if args.workers == "auto" else int(args.workers)
         BENCH_SETTINGS["workers"] = workers  # in the mapping, and in the report
@@ -944,6 +983,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\ntargets (reported, not asserted):")
     for line in targets(results):
         print(f"  {line}")
+    if args.segment:
+        for line in side_by_side(args.mode, args.seed, args.data_dir):
+            print(f"  {line}")
     print(
         "\nmachine: "
         + "; ".join(f"{facts[key]}" for key in ("cpus", "cpu model", "python", "date"))
