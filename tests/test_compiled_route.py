@@ -27,9 +27,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import phonenumbers
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from benchmarks.generate import ADVERTISER_ID, AUDIENCE_IDS, AUDIENCE_KEYS, cached_events
 from benchmarks.run import BENCH_SETTINGS
@@ -47,6 +49,7 @@ from tests.compiled_support import (
     both_routes,
     mapping_file,
     sync,
+    without_request_ids,
     write_events,
 )
 from tests.fake_backends import AfterRequests, CrashAfter
@@ -82,6 +85,16 @@ def dumped(event: dict[str, Any], *, ascii_only: bool = True) -> bytes:
     """An event as one JSON line (text beyond ASCII as escapes or as UTF-8; a lone
     surrogate as its escape, or as the bytes "surrogatepass" makes: not UTF-8)."""
     return json.dumps(event, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+
+
+def entered(**traits: Any) -> bytes:
+    """A deliverable Audience Entered line with these traits."""
+    personas = {"external_audience_id": AUDIENCE, "audience_settings": {"advertiserId": ADVERTISER}}
+    context = {"traits": traits, "personas": personas}
+    return dumped({"type": "track", "event": "Audience Entered", "context": context})
+
+
+ONE = entered(email="a@b.co")
 
 
 def put(target: dict[str, Any], key: str, value: Any) -> None:
@@ -168,6 +181,15 @@ PHONES = [
     "+4930 1234567",
     "+49 30 1234567",
     "+39 06 6982 0000",
+    "+11900-212-3456",
+    "+1 1 650 253 0000",
+    "+788091234567",
+    "+7 8 495 123 45 67",
+    "+783651396241",
+    "+49 (0)30 1234567",
+    "+54 9 11 1234 5678",
+    "+54 0 11 1234 5678",
+    "+52 1 55 1234 5678",
     "+33 1 23 45 67 89",
     "+81 3-1234-5678",
     "+1 650 253 00001",
@@ -273,6 +295,8 @@ class Chooser(Protocol):
 
 
 class Drawn:
+    """Choices hypothesis draws."""
+
     def __init__(self, draw: st.DrawFn) -> None:
         self._draw = draw
 
@@ -289,12 +313,21 @@ class Drawn:
         return self._draw(st.text(max_size=most))
 
 
-# code points ``Seeded.anything`` takes from: controls, ASCII, Latin-1, the BMP, emoji
-_CODE_POINTS = ((0, 0x1F), (0x20, 0x7E), (0x7F, 0xFF), (0x100, 0xD7FF), (0xE000, 0xFFFF))
-_ASTRAL = (0x1F300, 0x1FAFF)
+# code points ``Seeded.anything`` takes from: controls, ASCII, Latin-1, the rest of the
+# BMP but surrogates, emoji
+_CODE_POINTS = (
+    (0, 0x1F),
+    (0x20, 0x7E),
+    (0x7F, 0xFF),
+    (0x100, 0xD7FF),
+    (0xE000, 0xFFFF),
+    (0x1F300, 0x1FAFF),
+)
 
 
 class Seeded:
+    """Choices of a random generator (seeded by hypothesis)."""
+
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
 
@@ -308,9 +341,8 @@ class Seeded:
         return "".join(self._rng.choice(alphabet) for _ in range(self._rng.randint(least, most)))
 
     def anything(self, most: int) -> str:
-        ranges = (*_CODE_POINTS, _ASTRAL)
         return "".join(
-            chr(self._rng.randint(*self._rng.choice(ranges)))
+            chr(self._rng.randint(*self._rng.choice(_CODE_POINTS)))
             for _ in range(self._rng.randint(0, most))
         )
 
@@ -452,7 +484,7 @@ def every_listed_identifier() -> list[bytes]:
     what the normalizer tests list, in events."""
     lines = []
 
-    def entered(traits: dict[str, Any], device: dict[str, Any] | None = None) -> bytes:
+    def line_with(traits: dict[str, Any], device: dict[str, Any] | None = None) -> bytes:
         context: dict[str, Any] = {
             "personas": {
                 "external_audience_id": AUDIENCE,
@@ -468,18 +500,18 @@ def every_listed_identifier() -> list[bytes]:
 
     for value in [*EMAILS, *OTHERS]:
         for shown in (value, f" {value}\n", value.upper()) if isinstance(value, str) else (value,):
-            lines.append(entered({"email": shown}))
+            lines.append(line_with({"email": shown}))
     # a phone or an advertising id beside an email, or alone: the reasons an identifier
     # was dropped are counted for events that have another one
     for value in [*PHONES, *OTHERS, 16502530000, 442079460958]:
         for shown in (value, f"\t{value} ") if isinstance(value, str) else (value,):
-            lines.append(entered({"phone": shown}))
-            lines.append(entered({"email": "Someone@Example.com", "phone": shown}))
+            lines.append(line_with({"phone": shown}))
+            lines.append(line_with({"email": "Someone@Example.com", "phone": shown}))
     for value in [*ADVERTISING_IDS, *OTHERS]:
         for device_type in DEVICES:
             device = {"advertisingId": value}
             put(device, "type", device_type)
-            lines.append(entered({"email": "x@y.co"} if len(lines) % 3 == 0 else {}, device))
+            lines.append(line_with({"email": "x@y.co"} if len(lines) % 3 == 0 else {}, device))
     return lines
 
 
@@ -506,6 +538,59 @@ def test_every_listed_identifier_form_is_the_same_on_both_routes(
     assert python.summary["delivered"] > 100
     assert python.summary["dropped_identifiers"]
     assert python.summary["rejected_by_reason"]["no_identifier"] > 10
+
+
+def example_phones() -> list[str]:
+    """Every region's example number of every type, as phonenumbers writes it (E.164,
+    international, national, after "+" and the country code with the national prefix, after
+    the country code alone), and each with a digit dropped, added or changed."""
+    rng = random.Random(2)
+    formats = (PhoneNumberFormat.E164, PhoneNumberFormat.INTERNATIONAL, PhoneNumberFormat.NATIONAL)
+    phones = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        prefix = (metadata.national_prefix if metadata else None) or "0"
+        for kind in PHONE_TYPES:
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is None:
+                continue
+            national = str(number.national_number)
+            written = [phonenumbers.format_number(number, f) for f in formats]
+            code = number.country_code
+            written += [f"+{code}{prefix}{national}", f"{code}{national}"]
+            for text in written:
+                at = rng.randrange(1, len(text))
+                digit = str(rng.randrange(10))
+                changed = rng.choice([text[at + 1 :], digit + text[at:], digit + text[at + 1 :]])
+                phones += [text, text[:at] + changed]
+    return phones
+
+
+PHONE_TYPES = (
+    PhoneNumberType.FIXED_LINE,
+    PhoneNumberType.MOBILE,
+    PhoneNumberType.TOLL_FREE,
+    PhoneNumberType.PREMIUM_RATE,
+    PhoneNumberType.SHARED_COST,
+    PhoneNumberType.VOIP,
+    PhoneNumberType.PERSONAL_NUMBER,
+    PhoneNumberType.PAGER,
+    PhoneNumberType.UAN,
+    PhoneNumberType.VOICEMAIL,
+)
+
+
+@pytest.mark.parametrize("region", ["RU", "AR"])
+def test_every_region_s_example_phones_are_the_same_on_both_routes(
+    tmp_path: Path, region: str | None
+) -> None:
+    # national prefixes (Russia's 8), transform rules (Argentina's), shared country codes;
+    # without a default region: the listed forms' test
+    mapping = mapping_file(tmp_path, settings={"default_phone_region": region, "batch_size": 1000})
+    lines = [entered(phone=phone) for phone in example_phones()]
+    events = write_events(tmp_path / "phones.ndjson", lines)
+    python = both_routes(tmp_path, mapping=mapping, events=events)
+    assert python.summary["delivered"] > len(lines) / 6
 
 
 @ROUTES
@@ -746,6 +831,12 @@ LEGACY_VARIANTS: dict[str, list[Any]] = {
         {"@if": {"exists": path("properties", "advertiser"), "then": ADVERTISER}},
         {"@literal": ADVERTISER},
         {"@case": {"operator": "lower", "value": {"@template": ADVERTISER}}},
+    ],
+    "audience_id": [
+        None,
+        {"@if": {"blank": path("properties", "tier"), "then": AUDIENCE}},
+        {"@literal": AUDIENCE},
+        {"@template": AUDIENCE},
     ],
 }
 AUDIENCE_NAMES: list[Any] = [
@@ -1098,15 +1189,13 @@ def test_malformed_lines_are_the_same_on_both_routes(
     assert python.summary["rejected_by_reason"]["invalid_json"] > 0
 
 
-@pytest.mark.parametrize("mode", ["native", "legacy"])
-def test_standard_input_and_a_dry_run_are_the_same_on_both_routes(
-    tmp_path: Path, mode: str
-) -> None:
+def test_standard_input_and_a_dry_run_are_the_same_on_both_routes(tmp_path: Path) -> None:
+    # legacy: a dry run counts the audiences Create Audience events would create
     rng = random.Random(11)
     lines = [malformed_line(Seeded(rng)) for _ in range(300)]
     lines += [dumped(directive_event(Seeded(rng))) for _ in range(100)]
     events = write_events(tmp_path / "events.ndjson", lines)
-    mapping = mapping_file(tmp_path, mode, settings={"max_event_bytes": MAX_EVENT_BYTES})
+    mapping = mapping_file(tmp_path, "legacy", settings={"max_event_bytes": MAX_EVENT_BYTES})
     python = both_routes(tmp_path, mapping=mapping, events=events, dry_run=True, from_stdin=True)
     assert python.summary["dry_run"] is True
     assert python.summary["delivered"] > 50
@@ -1115,29 +1204,15 @@ def test_standard_input_and_a_dry_run_are_the_same_on_both_routes(
 LONG = b'{"type":"track","pad":"' + b"p" * 2 * MAX_EVENT_BYTES + b'"}'
 
 
-def entered(**traits: Any) -> bytes:
-    """A deliverable Audience Entered line with these traits."""
-    personas = {"external_audience_id": AUDIENCE, "audience_settings": {"advertiserId": ADVERTISER}}
-    context = {"traits": traits, "personas": personas}
-    return dumped({"type": "track", "event": "Audience Entered", "context": context})
-
-
-ONE = entered(email="a@b.co")
-
-
 @pytest.mark.parametrize(
     "data",
     [
         b"",
-        b"\n\n  \r\n\t\n",
-        codecs.BOM_UTF8,
+        codecs.BOM_UTF8 + b"\n\n  \r\n\t",
         LONG,
-        LONG + b"\n\n\n",
-        b"{\n",
-        ONE,
-        codecs.BOM_UTF8 + ONE + b"\r\n" + LONG + b"\n" + ONE,
+        codecs.BOM_UTF8 + ONE + b"\r\n" + LONG + b"\n\n{\n" + ONE,
     ],
-    ids=["empty", "blank", "bom", "long", "long-blank", "invalid", "one", "mixed"],
+    ids=["empty", "blank", "too-long", "mixed"],
 )
 def test_a_file_of_nothing_or_one_line_is_the_same_on_both_routes(
     tmp_path: Path, data: bytes
@@ -1177,7 +1252,7 @@ def test_a_warehouse_source_is_the_same_on_both_routes(tmp_path: Path) -> None:
         (i, text(EMAILS) if i % 2 else f"user{i}@example.com", *map(text, IDENTIFIER_LISTS))
         for i in range(400)
     ]
-    changed = [(i, f"moved{i}@example.com", *rest) for i, _, *rest in rows[100:300]]
+    changed = rows[:100] + [(i, f"moved{i}@example.com", *rest) for i, _, *rest in rows[100:300]]
     runs = {}
     for route in ("python", "compiled"):
         work = tmp_path / route
@@ -1214,7 +1289,7 @@ def test_a_warehouse_source_is_the_same_on_both_routes(tmp_path: Path) -> None:
     assert runs["python"] == runs["compiled"]
     (first, second), _, _ = runs["python"]
     assert first["added"] == 400
-    assert second["removed"] > 100
+    assert second["removed"] > 50
     assert second["changed"] > 100
     assert first["delivered"] > 200
 
@@ -1335,6 +1410,7 @@ def test_a_run_killed_half_way_resumes_on_the_compiled_route_to_the_same_end(
 ) -> None:
     rng = random.Random(3)
     lines = [malformed_line(Seeded(rng)) for _ in range(1500)]
+    lines[0] = codecs.BOM_UTF8 + lines[0]
     events = write_events(tmp_path / "events.ndjson", lines)
     mapping = mapping_file(
         tmp_path,
@@ -1366,7 +1442,9 @@ def test_a_run_killed_half_way_resumes_on_the_compiled_route_to_the_same_end(
     assert resumed.summary["resumed"] is True
     for key in ("received", "delivered", "rejected", "rejected_by_reason"):
         assert resumed.summary[key] == reference.summary[key], key
-    assert sorted(resumed.rejected) == sorted(reference.rejected)
+    assert sorted(map(without_request_ids, resumed.rejected)) == sorted(
+        map(without_request_ids, reference.rejected)
+    )
     # every change reached TikTok; a batch in flight at the crash may be sent again
     assert set(accepted_users(fake)) == set(accepted_users(reference_fake))
 
