@@ -27,8 +27,8 @@ import contextlib
 import functools
 import logging
 import queue
+import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import NamedTuple
 
@@ -39,13 +39,15 @@ from destination.kit.sql import NotCompiled, Scope, sql_string
 from destination.runner.reader import Line, LineStream, read_lines
 from destination.runner.route import RoutedLine, route_line, unread
 
-__all__ = ["BATCH_LINES", "CompiledRoute", "compile_route"]
+__all__ = ["BATCH_LINES", "CHUNK_LINES", "CompiledRoute", "compile_route"]
 
 log = logging.getLogger(__name__)
 
-BATCH_LINES = 8192  # lines per Arrow batch into DuckDB, and per batch of answers
+CHUNK_LINES = 16384  # lines per query: the plan is made for each (~20 ms)
+BATCH_LINES = 2048  # lines per Arrow batch of a chunk: DuckDB's threads share them
 MEMORY_LIMIT = "160MB"  # DuckDB's own limit: the run stays within 300 MB at 1M events
-_AHEAD = 4  # answered batches waiting for the pipeline, at most
+SWITCH_SECONDS = 0.0005  # the GIL's switch interval while the route runs
+_AHEAD = 2  # answered chunks waiting for the pipeline, at most
 
 # Lines DuckDB's JSON reader takes where orjson refuses them (NaN, Infinity, trailing
 # commas, exponents that overflow, numbers too long), read by the Python route, which
@@ -110,6 +112,10 @@ class CompiledRoute:
             name="compiled-route",
             daemon=True,
         )
+        # the DuckDB thread needs the GIL for each batch of lines it reads; at the default
+        # switch interval (5 ms) it waited that long for it, the pipeline holding it
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_SECONDS)
         runner.start()
         try:
             while (batch := batches.get()) is not None:
@@ -122,6 +128,7 @@ class CompiledRoute:
                 while True:  # let the thread see the stop if it waits to put a batch
                     batches.get_nowait()
             runner.join()
+            sys.setswitchinterval(switch_interval)
 
     def _lines(self, batch: _Batch) -> Iterator[RoutedLine]:
         answers = iter(batch.answers)
@@ -163,61 +170,56 @@ class CompiledRoute:
         import pyarrow as pa  # noqa: PLC0415
 
         try:
-            read: deque[tuple[list[Line | tuple[int, bytes]], list[int]]] = deque()
-            schema = pa.schema([("number", pa.int64()), ("line", pa.string())])
-
-            def arrow_batches() -> Iterator[pa.RecordBatch]:
-                lines: list[Line | tuple[int, bytes]] = []
-                numbers: list[int] = []
-                texts: list[str | None] = []
-                for item in read_lines(stream, max_bytes=max_bytes):
-                    if stop.is_set():
-                        return
-                    if isinstance(item, Line):
-                        if not skip(item.number):
-                            lines.append(item)
-                        continue
-                    number, data = item
-                    if skip(number):
-                        continue
-                    lines.append((number, data))
-                    numbers.append(number)
-                    try:
-                        texts.append(data.decode())
-                    except UnicodeDecodeError:
-                        texts.append(None)  # the Python route words it
-                    if len(numbers) >= BATCH_LINES:
-                        read.append((lines, numbers))
-                        yield pa.record_batch([numbers, texts], schema=schema)
-                        lines, numbers, texts = [], [], []
-                read.append((lines, numbers))
-                if numbers:
-                    yield pa.record_batch([numbers, texts], schema=schema)
-
-            source = pa.RecordBatchReader.from_batches(schema, arrow_batches())
             with duckdb.connect(config={"threads": threads, "memory_limit": memory_limit}) as db:
-                db.register("input_lines", source)
-                result = db.sql(self._query).to_arrow_reader(BATCH_LINES)
-                answered_numbers: deque[int] = deque()
-                pending: deque[str | None] = deque()
-                for answered in result:
-                    answered_numbers.extend(answered.column("number").to_pylist())
-                    pending.extend(answered.column("routed").to_pylist())
-                    while read and len(read[0][1]) <= len(pending):
-                        lines, numbers = read.popleft()
-                        got = [answered_numbers.popleft() for _ in numbers]
-                        if got != numbers:  # DuckDB keeps the input's order: never seen
+                for lines, numbers, texts in _chunks(stream, max_bytes, skip, stop):
+                    answers: list[str | None] = []
+                    if numbers:
+                        table = pa.Table.from_batches(
+                            pa.table({"number": numbers, "line": texts}).to_batches(BATCH_LINES)
+                        )
+                        db.register("input_lines", table)
+                        result = db.sql(self._query).to_arrow_table()
+                        db.unregister("input_lines")
+                        if result.column("number").to_pylist() != numbers:  # never seen
                             raise AssertionError("the compiled route's answers came out of order")
-                        answers = [pending.popleft() for _ in numbers]
-                        if not _put(batches, _Batch(lines, answers), stop):
-                            return
-                while read:  # lines that never reached DuckDB (too long) after the last
-                    lines, numbers = read.popleft()
-                    if not _put(batches, _Batch(lines, [None] * len(numbers)), stop):
+                        answers = result.column("routed").to_pylist()
+                    if not _put(batches, _Batch(lines, answers), stop):
                         return
             _put(batches, None, stop)
         except BaseException as exc:  # handed to the pipeline's thread, which raises it
             _put(batches, exc, stop)
+
+
+def _chunks(
+    stream: LineStream, max_bytes: int, skip: Callable[[int], bool], stop: threading.Event
+) -> Iterator[tuple[list[Line | tuple[int, bytes]], list[int], list[str | None]]]:
+    """The lines of ``stream`` in chunks of ``CHUNK_LINES`` to route (those ``skip``
+    names left out): as read, and the numbers and texts of those that go to DuckDB (a
+    line that is not UTF-8 goes as NULL: the Python route words it)."""
+    lines: list[Line | tuple[int, bytes]] = []
+    numbers: list[int] = []
+    texts: list[str | None] = []
+    for item in read_lines(stream, max_bytes=max_bytes):
+        if stop.is_set():
+            return
+        if isinstance(item, Line):  # too long: never parsed
+            if not skip(item.number):
+                lines.append(item)
+            continue
+        number, data = item
+        if skip(number):
+            continue
+        lines.append((number, data))
+        numbers.append(number)
+        try:
+            texts.append(data.decode())
+        except UnicodeDecodeError:
+            texts.append(None)
+        if len(numbers) >= CHUNK_LINES:
+            yield lines, numbers, texts
+            lines, numbers, texts = [], [], []
+    if lines:
+        yield lines, numbers, texts
 
 
 def _put(

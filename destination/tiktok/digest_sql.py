@@ -3,12 +3,14 @@
 ``membership_digest`` writes, for the payload fields the kit compiled (``kit.sql``), the
 JSON text of exactly the ``MembershipDigest`` that ``Membership.digest`` makes: the
 identifier rules of ``normalize`` (email trim, lowercase and options; advertising ids and
-the all-zero id; pre-hashed values; phones through ``phone_sql``) and SHA-256, in SQL.
-The kit has made sure every present value is printable ASCII of the declared type, so
-trimming is trimming spaces and lowercasing is ASCII's. A phone SQL cannot decide (a
-national form, say) is left in the digest under ``"phone"``: ``finish`` normalizes it
-with the Python normalizer and puts its hash, or why it was dropped, where ``digest``
-would have. ``create_audience_digest`` is ``CreateAudience.digest``'s two fields.
+the all-zero id; pre-hashed values) and SHA-256, in SQL. The kit has made sure every
+present value is ASCII text of the declared type, so trimming and lowercasing are
+ASCII's. A phone that is not pre-hashed is left in the digest under ``"phone"``:
+``finish`` normalizes it with the Python normalizer (phone validity needs
+libphonenumber's metadata: as SQL it made a plan that took DuckDB 0.5 s to bind, for
+each query, ``benchmarks/RESULTS.md``) and puts its hash, or why it was dropped, where
+``digest`` would have. ``create_audience_digest`` is ``CreateAudience.digest``'s two
+fields.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import orjson
 from destination.errors import PayloadError
 from destination.kit.sql import CompiledDigest, PayloadField, PayloadSql, Scope, sql_string, strip
 from destination.tiktok.normalize import hash_phone
-from destination.tiktok.phone_sql import phone_sql
 from destination.tiktok.settings import Settings
 
 __all__ = ["create_audience_digest", "membership_digest"]
@@ -84,22 +85,13 @@ def membership_digest(payload: PayloadSql, settings: Settings, scope: Scope) -> 
         f"ELSE {_json('email is not a valid address')} END END"
     )
 
-    # phone: pre-hashed, or what phone_sql decides; else left for ``finish``
+    # phone: a pre-hashed one is only lowercased; any other is left for ``finish``
     phone = let(strip(fields.get("phone", _ABSENT).text))
     send_phone = _sent(fields, "phone", "send_phone", scope)
-    rule = phone_sql(
-        phone, default_region=settings.default_phone_region, phone_format=settings.phone_format
+    prehashed = let(
+        f"({send_phone} AND length({phone}) = 64 AND regexp_full_match({phone}, {_SHA256_HEX}))"
     )
-    prehashed = let(f"(length({phone}) = 64 AND regexp_full_match({phone}, {_SHA256_HEX}))")
-    # phone_sql takes printable ASCII: whitespace inside is left to Python
-    decided = let(
-        f"({send_phone} AND ({prehashed} OR "
-        f"(NOT regexp_matches({phone}, '[^ -~]') AND ({rule.decided}))))"
-    )
-    phone_hash = let(
-        f"CASE WHEN NOT {decided} THEN NULL WHEN {prehashed} THEN lower({phone}) "
-        f"ELSE sha256({let(rule.normalized)}) END"
-    )
+    phone_hash = f"CASE WHEN {prehashed} THEN lower({phone}) END"
 
     # advertising id: its kind from the device type, lowercased, not all zeros
     advertising_id = let(f"lower({strip(fields.get('advertising_id', _ABSENT).text)})")
@@ -128,24 +120,19 @@ def membership_digest(payload: PayloadSql, settings: Settings, scope: Scope) -> 
 
     ids = [
         f"CASE WHEN {email_hash} IS NOT NULL THEN {_entry('EMAIL_SHA256', email_hash)} END",
-        f"CASE WHEN {phone_hash} IS NOT NULL THEN {_entry('PHONE_SHA256', phone_hash)} END",
+        f"CASE WHEN {prehashed} THEN {_entry('PHONE_SHA256', phone_hash)} END",
         f"CASE WHEN {id_hash} IS NOT NULL "
         f"THEN concat('\"', {id_type}, '\":\"', {id_hash}, '\"') END",
     ]
-    dropped = [
-        email_dropped,
-        f"CASE WHEN {decided} AND {phone_hash} IS NULL "
-        f"THEN {_json('phone is not a valid number')} END",
-        id_dropped,
-    ]
+    dropped = [email_dropped, id_dropped]
     where = [
         f"CASE WHEN {f.present} THEN to_json({f.text})::VARCHAR ELSE 'null' END"
         if (f := fields.get(name)) is not None
         else "'null'"
         for name in _WHERE
     ]
-    undecided = (
-        f"CASE WHEN {send_phone} AND NOT {decided} THEN concat(',\"phone\":', "
+    phone_left = (
+        f"CASE WHEN {send_phone} AND NOT {prehashed} THEN concat(',\"phone\":', "
         f"to_json({phone})::VARCHAR, ',\"before\":', "
         f"CASE WHEN {email_dropped} IS NULL THEN '0' ELSE '1' END) ELSE '' END"
     )
@@ -153,26 +140,42 @@ def membership_digest(payload: PayloadSql, settings: Settings, scope: Scope) -> 
     json = (
         f"concat('{{\"ids\":{{', concat_ws(',', {', '.join(ids)}), '}},\"dropped\":[', "
         f"concat_ws(',', {', '.join(dropped)}), '],\"where\":[', "
-        f"{where_list}, ']', {undecided}, '}}')"
+        f"{where_list}, ']', {phone_left}, '}}')"
     )
     return CompiledDigest(json, finish=_phone_finisher(settings))
 
 
+_PHONES_REMEMBERED = 65_536  # a user's events come close together: their phone repeats
+
+
 def _phone_finisher(settings: Settings) -> Callable[[Any], Any]:
-    """What completes a digest whose phone SQL left undecided: ``hash_phone`` of it, the
+    """What completes a digest whose phone SQL left to Python: ``hash_phone`` of it, the
     hash put after the email's (the order ``user_identifiers`` adds them in), or why it
-    was dropped put after the email's reason (``before``: 1 if there is one)."""
+    was dropped put after the email's reason (``before``: 1 if there is one). Answers are
+    remembered for the run (the function is pure), up to ``_PHONES_REMEMBERED``."""
     region, phone_format = settings.default_phone_region, settings.phone_format
+    answers: dict[str, tuple[str, bool]] = {}  # phone -> (hash or why not, hashed)
+
+    def answer(phone: str) -> tuple[str, bool]:
+        found = answers.get(phone)
+        if found is None:
+            try:
+                found = hash_phone(phone, default_region=region, phone_format=phone_format), True
+            except PayloadError as exc:
+                found = str(exc), False
+            if len(answers) >= _PHONES_REMEMBERED:
+                answers.clear()
+            answers[phone] = found
+        return found
 
     def finish(digest: dict[str, Any]) -> dict[str, Any]:
         phone = digest.pop("phone", None)
         if phone is None:
             return digest
         before = digest.pop("before")
-        try:
-            hashed = hash_phone(phone, default_region=region, phone_format=phone_format)
-        except PayloadError as exc:
-            digest["dropped"].insert(before, str(exc))
+        hashed, ok = answer(phone)
+        if not ok:
+            digest["dropped"].insert(before, hashed)
             return digest
         ids = digest["ids"]
         email = ids.pop("EMAIL_SHA256", None)
