@@ -28,11 +28,7 @@ from destination.runner.compiled import CompiledRoute, compile_route
 from destination.runner.meter import Show, watching
 from destination.runner.outputs import OutputFile
 from destination.runner.pipeline import Pipeline, Tally
-from destination.runner.settings import (
-    AUTO_COMPILED_MIN_BYTES,
-    AUTO_WORKERS_MIN_BYTES,
-    RunnerSettings,
-)
+from destination.runner.settings import AUTO_WORKERS_MIN_BYTES, RunnerSettings
 from destination.runner.source import Opened, Source
 from destination.runner.workers import routed
 
@@ -73,34 +69,24 @@ def workers_for(setting: int | str, size: int | None) -> int:
     return 1 if size >= AUTO_WORKERS_MIN_BYTES else 0
 
 
-def route_for(
-    setting: str, size: int | None, subscriptions: Sequence[Subscription]
-) -> CompiledRoute | None:
-    """The compiled route for a run whose ``route`` setting is ``setting`` and whose
-    input holds ``size`` bytes (None: unknown), or None for the Python route.
+def route_for(setting: str, subscriptions: Sequence[Subscription]) -> CompiledRoute | None:
+    """The compiled route for a run whose ``route`` setting is ``setting``, or None for
+    the Python route.
 
-    ``"auto"`` compiles for an input of ``AUTO_COMPILED_MIN_BYTES`` or more (below that,
-    starting DuckDB and planning the query cost more than they save) and takes the
-    Python route, saying why in a debug line, for a mapping file the compiled route does
-    not cover; ``"compiled"`` refuses such a file (``ConfigurationError``).
+    ``"auto"`` takes the faster route, which is the Python route for now: the compiled
+    route gives the same results but took about twice the CPU per event at 200k events
+    (``benchmarks/RESULTS.md``). ``"compiled"`` refuses a mapping file the compiled route
+    does not cover (``ConfigurationError`` naming what).
     """
-    if setting == "python":
-        return None
-    if setting == "auto" and (size is None or size < AUTO_COMPILED_MIN_BYTES):
-        log.debug(
-            "Python route: an input under %d bytes or of unknown size", AUTO_COMPILED_MIN_BYTES
-        )
+    if setting != "compiled":
+        log.debug("Python route (route %s)", setting)
         return None
     try:
         route = compile_route(subscriptions)
     except NotCompiled as exc:
-        if setting == "compiled":
-            raise ConfigurationError(
-                f"route compiled: the compiled route does not cover {exc}; use route "
-                '"auto" or "python"'
-            ) from exc
-        log.debug("Python route: the compiled route does not cover %s", exc)
-        return None
+        raise ConfigurationError(
+            f'route compiled: the compiled route does not cover {exc}; use route "auto" or "python"'
+        ) from exc
     log.debug("compiled route")
     return route
 
@@ -108,7 +94,7 @@ def route_for(
 def deliver(source: Source, session: Session, knobs: RunnerSettings, options: RunOptions) -> Ran:
     """Read, route, send and account for every line of ``source``, with the runner's
     settings ``knobs``."""
-    compiled = route_for(knobs.route, source.size(), session.subscriptions)
+    compiled = route_for(knobs.route, session.subscriptions)
     with contextlib.ExitStack() as held:
         checkpoint: Checkpoint | None = None
         if options.state is not None:

@@ -14,7 +14,6 @@ from typing import Any
 from destination.kit.settings import Setting, merge_settings
 
 __all__ = [
-    "AUTO_COMPILED_MIN_BYTES",
     "AUTO_WORKERS_MIN_BYTES",
     "ROUTES",
     "RUNNER_SETTINGS",
@@ -24,8 +23,6 @@ __all__ = [
 
 # "auto" starts a worker from this input size on (see run.workers_for)
 AUTO_WORKERS_MIN_BYTES = 64 << 20
-# "auto" takes the compiled route from this input size on (see run.route_for)
-AUTO_COMPILED_MIN_BYTES = 1 << 20
 ROUTES = ("auto", "python", "compiled")
 
 RUNNER_SETTINGS: tuple[Setting, ...] = (
@@ -68,10 +65,10 @@ RUNNER_SETTINGS: tuple[Setting, ...] = (
         "route",
         "string",
         'How events are parsed, mapped, checked and hashed: `"python"` (each event in '
-        'Python objects), `"compiled"` (the whole mapping file as one DuckDB query over '
-        "the input's lines; refused, naming why, for a file it cannot express) or "
-        f'`"auto"`: compiled for an events file of {AUTO_COMPILED_MIN_BYTES >> 20} MiB or '
-        "more whose mapping file it can express, else Python. Same results either way.",
+        'Python objects), `"compiled"` (the whole mapping file as one DuckDB query per '
+        "chunk of lines; refused, naming why, for a file it cannot express; the same "
+        'results, but slower today: benchmarks/RESULTS.md) or `"auto"`: the faster of '
+        "the two, which is Python for now.",
         default="auto",
         env="TIKTOK_ROUTE",
         flag="--route",
