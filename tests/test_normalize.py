@@ -71,26 +71,27 @@ def test_email_options_remove_plus_suffix_and_dots_from_local_part(
     assert result == expected
 
 
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "   ",
-        "john.example.com",
-        "john@@example.com",
-        "john@doe@example.com",
-        "@example.com",
-        "john@",
-        "john@example",
-        "john@.com",
-        "john@example.",
-        "john@exa..mple.com",
-        "john doe@example.com",
-        "john@exa mple.com",
-        "john@\texample.com",
-        "jo\ud800hn@example.com",
-    ],
-)
+# addresses the normalizer refuses (the compiled route's tests use them too)
+INVALID_EMAILS = [
+    "",
+    "   ",
+    "john.example.com",
+    "john@@example.com",
+    "john@doe@example.com",
+    "@example.com",
+    "john@",
+    "john@example",
+    "john@.com",
+    "john@example.",
+    "john@exa..mple.com",
+    "john doe@example.com",
+    "john@exa mple.com",
+    "john@\texample.com",
+    "jo\ud800hn@example.com",
+]
+
+
+@pytest.mark.parametrize("value", INVALID_EMAILS)
 def test_invalid_email_is_rejected(value: str) -> None:
     with pytest.raises(PayloadError, match=r"^email is not a valid address$"):
         normalize_email(value)

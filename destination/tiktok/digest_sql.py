@@ -51,6 +51,11 @@ def _sent(payload: Mapping[str, PayloadField], name: str, switch: str, scope: Sc
     return scope.let(f"({value.present} AND (NOT {flag.present} OR {flag.text} = 'true'))")
 
 
+def _prehashed(text: str) -> str:
+    """Whether ``text`` (trimmed) is a SHA-256 already: 64 hex characters."""
+    return f"(length({text}) = 64 AND regexp_full_match({text}, {_SHA256_HEX}))"
+
+
 def _entry(id_type: str, hashed: str) -> str:
     return f"concat('\"{id_type}\":\"', {hashed}, '\"')"
 
@@ -74,8 +79,7 @@ def membership_digest(payload: PayloadSql, settings: Settings, scope: Scope) -> 
     address = let(f"regexp_full_match({lowered}, {_EMAIL})")
     email_hash = let(
         f"CASE WHEN NOT {send_email} THEN NULL "
-        f"WHEN length({email}) = 64 AND regexp_full_match({email}, {_SHA256_HEX}) "
-        f"THEN {lowered} "
+        f"WHEN {_prehashed(email)} THEN {lowered} "
         f"WHEN {address} AND {local} <> '' "
         f"THEN sha256({local} || '@' || split_part({lowered}, '@', 2)) END"
     )
@@ -88,9 +92,7 @@ def membership_digest(payload: PayloadSql, settings: Settings, scope: Scope) -> 
     # phone: a pre-hashed one is only lowercased; any other is left for ``finish``
     phone = let(strip(fields.get("phone", _ABSENT).text))
     send_phone = _sent(fields, "phone", "send_phone", scope)
-    prehashed = let(
-        f"({send_phone} AND length({phone}) = 64 AND regexp_full_match({phone}, {_SHA256_HEX}))"
-    )
+    prehashed = let(f"({send_phone} AND {_prehashed(phone)})")
     phone_hash = f"CASE WHEN {prehashed} THEN lower({phone}) END"
 
     # advertising id: its kind from the device type, lowercased, not all zeros
@@ -105,8 +107,7 @@ def membership_digest(payload: PayloadSql, settings: Settings, scope: Scope) -> 
     valid_id = let(f"regexp_full_match({advertising_id}, {_ADVERTISING_ID})")
     id_hash = let(
         f"CASE WHEN NOT {send_id} OR {id_type} IS NULL THEN NULL "
-        f"WHEN length({advertising_id}) = 64 AND regexp_full_match({advertising_id}, "
-        f"{_SHA256_HEX}) THEN {advertising_id} "
+        f"WHEN {_prehashed(advertising_id)} THEN {advertising_id} "
         f"WHEN {valid_id} AND NOT regexp_full_match({advertising_id}, '[0-]+') "
         f"THEN sha256({advertising_id}) END"
     )
