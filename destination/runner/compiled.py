@@ -6,19 +6,23 @@ kit's condition and payload, the destination's digest) and joins them into one q
 gives the same ``RoutedLine`` for every line that ``runner.route.route_line`` would,
 in input order, for the pipeline to take as it takes any other:
 
-- the lines are read here, with the reader's rules (numbers, blank lines, the byte
-  order mark, ``max_event_bytes``), and stream into DuckDB as Arrow batches of text;
+- a thread of its own reads the lines with the reader's rules (numbers, blank lines, the
+  byte order mark, ``max_event_bytes``) and runs the query on each chunk of
+  ``CHUNK_LINES`` of them, an in-memory Arrow table of their text, while the pipeline
+  places and sends in the main thread (at most ``_AHEAD`` answered chunks wait for it);
 - the query parses each line once per kind of question (the JSON types of the paths
   read, their texts, the keys of the objects on the way), matches the subscriptions,
   maps, checks and hashes, and answers per line either its routed steps as JSON text or
   nothing: the Python route then routes that line itself (a line that is no JSON object,
   one DuckDB's JSON reader would read otherwise than orjson, a value the compiled rules
-  leave to Python: ``kit.sql``);
-- DuckDB runs in a thread of its own, using ``threads`` threads and at most
-  ``memory_limit`` of memory, while the pipeline places and sends in the main thread.
+  leave to Python: ``kit.sql``); a digest's ``finish`` completes what the destination
+  left to Python (TikTok: phones).
 
-Reading text keeps Python's part small (a line's bytes are needed anyway: the pipeline
-keeps them for the rejected and retry files), and the numbers are the reader's own.
+One query per chunk, not one streamed over the whole input: streamed from Python, DuckDB
+read 100k+ lines ahead of its answers, and a chunk bounds the memory (it grows with
+``CHUNK_LINES``) at the price of planning the query again (~20 ms). The route gives the
+Python route's results but is slower than it today (``benchmarks/RESULTS.md``), so
+``route: "auto"`` does not take it.
 """
 
 from __future__ import annotations
@@ -43,11 +47,16 @@ __all__ = ["BATCH_LINES", "CHUNK_LINES", "CompiledRoute", "compile_route"]
 
 log = logging.getLogger(__name__)
 
-CHUNK_LINES = 4096  # lines per query: DuckDB plans each (~20 ms); memory grows with it
+CHUNK_LINES = 4096  # lines per query: DuckDB plans each (~30 ms); memory grows with it
+CHUNK_BYTES = 8 << 20  # ... and at most this much text per query
+LONG_LINE = 64 << 10  # a longer line takes the Python route (DuckDB's JSON functions
+# hold several times a line's size: a few 1 MiB lines in one chunk ran it out of memory)
 BATCH_LINES = 2048  # lines per Arrow batch of a chunk: DuckDB's threads share them
-MEMORY_LIMIT = "160MB"  # DuckDB's own limit: the run stays within 300 MB at 1M events
+# DuckDB's threads: a second one made the route 4% faster for 13% more CPU and 20 MB
+THREADS = 1
+MEMORY_LIMIT = "96MB"  # DuckDB's own limit (what it holds besides is not counted)
 SWITCH_SECONDS = 0.0005  # the GIL's switch interval while the route runs
-_AHEAD = 2  # answered chunks waiting for the pipeline, at most
+_AHEAD = 1  # answered chunks waiting for the pipeline, at most
 
 # Lines DuckDB's JSON reader takes where orjson refuses them (NaN, Infinity, trailing
 # commas, exponents that overflow, numbers too long), read by the Python route, which
@@ -92,7 +101,7 @@ class CompiledRoute:
         *,
         max_bytes: int,
         skip: Callable[[int], bool],
-        threads: int = 2,
+        threads: int = THREADS,
         memory_limit: str = MEMORY_LIMIT,
     ) -> Generator[RoutedLine, None, None]:
         """Every line of ``stream`` routed, in input order, but those ``skip`` names."""
@@ -112,8 +121,8 @@ class CompiledRoute:
             name="compiled-route",
             daemon=True,
         )
-        # the DuckDB thread needs the GIL for each batch of lines it reads; at the default
-        # switch interval (5 ms) it waited that long for it, the pipeline holding it
+        # the route's thread reads lines in Python between queries; at the default switch
+        # interval (5 ms) it waited that long for the GIL, the pipeline holding it
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_SECONDS)
         runner.start()
@@ -193,12 +202,14 @@ class CompiledRoute:
 def _chunks(
     stream: LineStream, max_bytes: int, skip: Callable[[int], bool], stop: threading.Event
 ) -> Iterator[tuple[list[Line | tuple[int, bytes]], list[int], list[str | None]]]:
-    """The lines of ``stream`` in chunks of ``CHUNK_LINES`` to route (those ``skip``
-    names left out): as read, and the numbers and texts of those that go to DuckDB (a
-    line that is not UTF-8 goes as NULL: the Python route words it)."""
+    """The lines of ``stream`` in chunks of ``CHUNK_LINES`` lines or ``CHUNK_BYTES`` of
+    text to route (those ``skip`` names left out): as read, and the numbers and texts of
+    those that go to DuckDB (a line that is not UTF-8 or longer than ``LONG_LINE`` goes
+    as NULL: the Python route routes it)."""
     lines: list[Line | tuple[int, bytes]] = []
     numbers: list[int] = []
     texts: list[str | None] = []
+    size = 0
     for item in read_lines(stream, max_bytes=max_bytes):
         if stop.is_set():
             return
@@ -211,13 +222,15 @@ def _chunks(
             continue
         lines.append((number, data))
         numbers.append(number)
-        try:
-            texts.append(data.decode())
-        except UnicodeDecodeError:
-            texts.append(None)
-        if len(numbers) >= CHUNK_LINES:
+        text = None
+        if len(data) <= LONG_LINE:
+            with contextlib.suppress(UnicodeDecodeError):
+                text = data.decode()
+                size += len(data)
+        texts.append(text)
+        if len(numbers) >= CHUNK_LINES or size >= CHUNK_BYTES:
             yield lines, numbers, texts
-            lines, numbers, texts = [], [], []
+            lines, numbers, texts, size = [], [], [], 0
     if lines:
         yield lines, numbers, texts
 
