@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 import orjson
 
+from destination.errors import DestinationError
 from destination.kit.action import CompiledStep, Step, Subscription
 from destination.kit.sql import NotCompiled, Scope, sql_string
 from destination.runner.reader import Line, LineStream, read_lines
@@ -195,6 +196,12 @@ class CompiledRoute:
                     if not _put(batches, _Batch(lines, answers), stop):
                         return
             _put(batches, None, stop)
+        except duckdb.Error as exc:  # its messages may quote the input: only the kind
+            failed = DestinationError(
+                f"the compiled route's query failed in DuckDB ({type(exc).__name__}); "
+                'route "python" routes the same input without it'
+            )
+            _put(batches, failed, stop)
         except BaseException as exc:  # handed to the pipeline's thread, which raises it
             _put(batches, exc, stop)
 
