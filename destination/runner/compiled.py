@@ -92,10 +92,6 @@ class CompiledRoute:
         self._finishes = [step.finish for step in steps]
         self._shapes: dict[str, tuple[str, ...]] = {"": ()}
 
-    @property
-    def query(self) -> str:
-        return self._query
-
     def routed(
         self,
         stream: LineStream,
