@@ -26,7 +26,7 @@ from destination.kit.sql import CompiledDigest, PayloadSql, Scope
 from destination.tiktok.api import TikTokApi
 from destination.tiktok.audiences import AudienceRegistry
 from destination.tiktok.digest_sql import create_audience_digest, membership_digest
-from destination.tiktok.fields import CATALOGUE, ActionInfo
+from destination.tiktok.fields import CATALOGUE, PLACE_FIELDS, ActionInfo
 from destination.tiktok.normalize import (
     ID_TYPES,
     advertising_id_type,
@@ -129,16 +129,12 @@ def batch_body(
 
 _MAX_REMEMBERED_GROUPS = 10_000  # per action: TikTok allows 400 audiences per advertiser
 
-# what ``Membership.place`` reads of the payload (the rest stays in ``digest``): the
-# fields that name the advertiser and the audience
-_PLACE_FIELDS = ("advertiser_id", "audience_id", "external_audience_id", "audience_key")
-
 
 class MembershipDigest(TypedDict):
     """What ``Membership.digest`` hands to ``place``: JSON, as it may come from a worker.
 
     ``ids`` are the user's hashed identifiers by id type, ``dropped`` says why any present
-    identifier was left out, and ``where`` holds the payload's ``_PLACE_FIELDS`` in that
+    identifier was left out, and ``where`` holds the payload's ``PLACE_FIELDS`` in that
     order (null for one left out)."""
 
     ids: dict[str, str]
@@ -226,7 +222,7 @@ class Membership(_CatalogueAction):
     def digest(self, payload: Mapping[str, Any]) -> MembershipDigest:
         """The hashed identifiers (the costly, pure part) and the fields ``place`` needs."""
         ids, dropped = user_identifiers(payload, self._context.settings)
-        return {"ids": ids, "dropped": dropped, "where": list(map(payload.get, _PLACE_FIELDS))}
+        return {"ids": ids, "dropped": dropped, "where": list(map(payload.get, PLACE_FIELDS))}
 
     def compile_digest(self, payload: PayloadSql, scope: Scope) -> CompiledDigest:
         """``digest`` in SQL, for the compiled route (``tiktok.digest_sql``)."""
@@ -251,7 +247,7 @@ class Membership(_CatalogueAction):
     def _resolve_groups(self, where: tuple[Any, ...]) -> tuple[Hashable, Hashable]:
         """The batch group the fields ``where`` name and the group it conflicts with,
         remembered. A failure (``PayloadError``) is not: the next event tries again."""
-        payload = {k: v for k, v in zip(_PLACE_FIELDS, where, strict=True) if v is not None}
+        payload = {k: v for k, v in zip(PLACE_FIELDS, where, strict=True) if v is not None}
         advertiser_id = resolve_advertiser(payload, self._context.settings)
         audience_id = self._audience(payload, advertiser_id)
         groups = (

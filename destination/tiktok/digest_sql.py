@@ -22,6 +22,7 @@ import orjson
 
 from destination.errors import PayloadError
 from destination.kit.sql import CompiledDigest, PayloadField, PayloadSql, Scope, sql_string, strip
+from destination.tiktok.fields import PLACE_FIELDS
 from destination.tiktok.normalize import hash_phone
 from destination.tiktok.settings import Settings
 
@@ -33,7 +34,6 @@ _ADVERTISING_ID = "'[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}
 _EMAIL = (
     "'[^@\\x09-\\x0d\\x1c-\\x20]+@[^@.\\x09-\\x0d\\x1c-\\x20]+(\\.[^@.\\x09-\\x0d\\x1c-\\x20]+)+'"
 )
-_WHERE = ("advertiser_id", "audience_id", "external_audience_id", "audience_key")
 _ABSENT = PayloadField("FALSE", "NULL")
 
 
@@ -61,8 +61,7 @@ def _entry(id_type: str, hashed: str) -> str:
 
 
 def membership_digest(payload: PayloadSql, settings: Settings, scope: Scope) -> CompiledDigest:
-    """``Membership.digest`` in SQL for ``settings`` (``ConfigurationError`` for a bad
-    phone setting, as the Python route raises on its first phone)."""
+    """``Membership.digest`` in SQL for ``settings``."""
     fields = payload.fields
     let = scope.let
 
@@ -130,7 +129,7 @@ def membership_digest(payload: PayloadSql, settings: Settings, scope: Scope) -> 
         f"CASE WHEN {f.present} THEN to_json({f.text})::VARCHAR ELSE 'null' END"
         if (f := fields.get(name)) is not None
         else "'null'"
-        for name in _WHERE
+        for name in PLACE_FIELDS
     ]
     phone_left = (
         f"CASE WHEN {send_phone} AND NOT {prehashed} THEN concat(',\"phone\":', "
@@ -150,10 +149,11 @@ _PHONES_REMEMBERED = 65_536  # a user's events come close together: their phone 
 
 
 def _phone_finisher(settings: Settings) -> Callable[[Any], Any]:
-    """What completes a digest whose phone SQL left to Python: ``hash_phone`` of it, the
-    hash put after the email's (the order ``user_identifiers`` adds them in), or why it
-    was dropped put after the email's reason (``before``: 1 if there is one). Answers are
-    remembered for the run (the function is pure), up to ``_PHONES_REMEMBERED``."""
+    """What completes a digest whose phone was left to Python (all but pre-hashed ones):
+    ``hash_phone`` of it, the hash put after the email's (the order ``user_identifiers``
+    adds them in), or why it was dropped put after the email's reason (``before``: 1 if
+    there is one). Answers are remembered for the run (the function is pure), up to
+    ``_PHONES_REMEMBERED``."""
     region, phone_format = settings.default_phone_region, settings.phone_format
     answers: dict[str, tuple[str, bool]] = {}  # phone -> (hash or why not, hashed)
 
@@ -178,14 +178,10 @@ def _phone_finisher(settings: Settings) -> Callable[[Any], Any]:
         if not ok:
             digest["dropped"].insert(before, hashed)
             return digest
-        ids = digest["ids"]
+        ids = digest["ids"]  # the email's hash first, then the phone's, then the rest
         email = ids.pop("EMAIL_SHA256", None)
-        rest = dict(ids)
-        ids.clear()
-        if email is not None:
-            ids["EMAIL_SHA256"] = email
-        ids["PHONE_SHA256"] = hashed
-        ids.update(rest)
+        first = {} if email is None else {"EMAIL_SHA256": email}
+        digest["ids"] = {**first, "PHONE_SHA256": hashed, **ids}
         return digest
 
     return finish

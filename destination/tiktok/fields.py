@@ -13,10 +13,14 @@ from typing import Any, Literal
 
 from destination.kit.fields import Field
 
-__all__ = ["CATALOGUE", "MODES", "ActionInfo", "Mode"]
+__all__ = ["CATALOGUE", "MODES", "PLACE_FIELDS", "ActionInfo", "Mode"]
 
 Mode = Literal["native", "legacy"]
 MODES: tuple[Mode, ...] = ("native", "legacy")
+
+# the fields that name the advertiser and the audience of a membership change: what
+# ``Membership.place`` reads of a payload (the rest stays in the digest), in this order
+PLACE_FIELDS = ("advertiser_id", "audience_id", "external_audience_id", "audience_key")
 
 
 def _traits_else_properties(name: str) -> dict[str, Any]:
