@@ -225,7 +225,7 @@ class Subscription:
         matches = scope.let(self.condition.to_sql(scope))
         payload = payload_sql(self.mapping_json, action.fields, scope)
         digest = action.compile_digest(payload, scope)
-        unsure = " OR ".join((*payload.unsure, *digest.unsure)) or "FALSE"
+        unsure = " OR ".join(payload.unsure) or "FALSE"
         return CompiledStep(matches, payload.shape, digest.json, unsure, digest.finish)
 
     @property

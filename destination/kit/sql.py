@@ -95,8 +95,8 @@ class Scope:
 
     _paths: dict[tuple[str, ...], int] = field(default_factory=dict)
     _bound: dict[str, str] = field(default_factory=dict)  # expression -> its column
-    _levels: list[int] = field(default_factory=list)  # per column __v1, __v2, ...
-    _expressions: list[str] = field(default_factory=list)
+    # the bound columns __v1, __v2, ... in order: (layer, expression)
+    _columns: list[tuple[int, str]] = field(default_factory=list)
 
     def value(self, keys: Sequence[str]) -> SqlValue:
         """The value at ``keys`` (object keys from the line's root)."""
@@ -117,18 +117,17 @@ class Scope:
             return expression
         name = self._bound.get(expression)
         if name is None:
-            used = [self._levels[int(n) - 1] for n in _BOUND.findall(expression)]
-            self._levels.append(1 + max(used, default=0))
-            self._expressions.append(expression)
-            name = self._bound[expression] = f"__v{len(self._levels)}"
+            used = [self._columns[int(n) - 1][0] for n in _BOUND.findall(expression)]
+            self._columns.append((1 + max(used, default=0), expression))
+            name = self._bound[expression] = f"__v{len(self._columns)}"
         return name
 
     def layers(self) -> list[list[tuple[str, str]]]:
         """The bound columns as (name, expression), layer after layer."""
-        layers: list[list[tuple[str, str]]] = [[] for _ in range(max(self._levels, default=0))]
-        for number, (level, expression) in enumerate(
-            zip(self._levels, self._expressions, strict=True), 1
-        ):
+        layers: list[list[tuple[str, str]]] = [
+            [] for _ in range(max((level for level, _ in self._columns), default=0))
+        ]
+        for number, (level, expression) in enumerate(self._columns, 1):
             layers[level - 1].append((f"__v{number}", expression))
         return layers
 
@@ -165,12 +164,11 @@ class PayloadSql:
 
 class CompiledDigest(NamedTuple):
     """An action's digest in SQL (``CompilableAction.compile_digest``): ``json`` gives the
-    digest's JSON text, ``unsure`` the conditions that send a line to the Python route,
-    and ``finish`` (if any) completes the parsed digest in Python (what SQL left for the
-    Python normalizers), giving exactly what ``digest`` would have."""
+    digest's JSON text, and ``finish`` (if any) completes the parsed digest in Python
+    (what SQL left for the Python normalizers), giving exactly what ``digest`` would
+    have."""
 
     json: str
-    unsure: tuple[str, ...] = ()
     finish: Callable[[Any], Any] | None = None
 
 
@@ -182,7 +180,7 @@ def payload_sql(mapping: Mapping[str, Any], declared: Sequence[Field], scope: Sc
     fields: dict[str, PayloadField] = {}
     if "@excludeWhenNull" in mapping:
         raise NotCompiled("@excludeWhenNull")
-    texts: list[str] = []  # the string fields' texts, checked for printable ASCII at once
+    texts: list[str] = []  # the string fields' texts, checked for ASCII text at once
     for name, node in mapping.items():
         value = compiler.value(node)
         declaration = by_name[name]

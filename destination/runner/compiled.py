@@ -98,22 +98,13 @@ class CompiledRoute:
         *,
         max_bytes: int,
         skip: Callable[[int], bool],
-        threads: int = THREADS,
-        memory_limit: str = MEMORY_LIMIT,
     ) -> Generator[RoutedLine, None, None]:
         """Every line of ``stream`` routed, in input order, but those ``skip`` names."""
         batches: queue.Queue[_Batch | BaseException | None] = queue.Queue(_AHEAD)
         stop = threading.Event()
         runner = threading.Thread(
             target=functools.partial(
-                self._run,
-                stream,
-                batches,
-                stop,
-                max_bytes=max_bytes,
-                skip=skip,
-                threads=threads,
-                memory_limit=memory_limit,
+                self._run, stream, batches, stop, max_bytes=max_bytes, skip=skip
             ),
             name="compiled-route",
             daemon=True,
@@ -168,15 +159,13 @@ class CompiledRoute:
         *,
         max_bytes: int,
         skip: Callable[[int], bool],
-        threads: int,
-        memory_limit: str,
     ) -> None:
         """The thread: read, query, hand over answered batches in order."""
         import duckdb  # noqa: PLC0415 (a run on the Python route does not load DuckDB)
         import pyarrow as pa  # noqa: PLC0415
 
         try:
-            with duckdb.connect(config={"threads": threads, "memory_limit": memory_limit}) as db:
+            with duckdb.connect(config={"threads": THREADS, "memory_limit": MEMORY_LIMIT}) as db:
                 for lines, numbers, texts in _chunks(stream, max_bytes, skip, stop):
                     answers: list[str | None] = []
                     if numbers:
@@ -270,9 +259,10 @@ def compile_route(subscriptions: Sequence[Subscription]) -> CompiledRoute:
     kinds = f"TRY(json_type(line, {_list(['$', *listed])}))"
     texts = f"json_extract_string(line, {_list(listed)})" if listed else "NULL::VARCHAR[]"
     objects = _list(scope.objects() or ["$"])
+    bound = scope.layers()
     layers = "".join(
         f"), layer_{level} AS (\n  SELECT *,\n    {_columns(layer)}\n  FROM layer_{level - 1}\n"  # noqa: S608
-        for level, layer in enumerate(scope.layers(), 1)
+        for level, layer in enumerate(bound, 1)
     )
     # every text in it is a literal made by ``sql_string``
     query = f"""
@@ -297,7 +287,7 @@ WITH parsed AS (
 SELECT number,
   CASE WHEN root IS DISTINCT FROM 'OBJECT' OR coalesce(twice, FALSE) OR {unsure} THEN NULL
        ELSE concat('[', concat_ws(',', {entries}), ']') END AS routed
-FROM layer_{len(scope.layers())}
+FROM layer_{len(bound)}
 """  # noqa: S608
     log.debug("compiled route: %d subscriptions, %d paths", len(steps), len(listed))
     return CompiledRoute(subscriptions, query, steps)
