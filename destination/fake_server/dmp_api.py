@@ -665,14 +665,21 @@ def _check_rule_spec(audience_type: str, spec: object) -> None:
             _check_rule_set(audience_type, spec[name], f"rule_spec.{name}")
 
 
+def _combined(group: object, where: str, items: str, *, not_an_object: str) -> list[Any]:
+    """The ``items`` list of a rule set or filter set (an object with an AND / OR
+    ``operator`` and a non-empty list), or the 40002 refusal naming what is wrong."""
+    if not isinstance(group, dict):
+        raise bad(f"{where} {not_an_object}")
+    if group.get("operator") not in _OPERATORS:
+        raise bad(f"{where}.operator must be AND or OR; got {short(group.get('operator'))}")
+    found = group.get(items)
+    if not isinstance(found, list) or not found:
+        raise bad(f"{where}.{items} must be a non-empty list")
+    return found
+
+
 def _check_rule_set(audience_type: str, rule_set: object, where: str) -> None:
-    if not isinstance(rule_set, dict):
-        raise bad(f"{where} must be an object")
-    if rule_set.get("operator") not in _OPERATORS:
-        raise bad(f"{where}.operator must be AND or OR; got {short(rule_set.get('operator'))}")
-    rules = rule_set.get("rules")
-    if not isinstance(rules, list) or not rules:
-        raise bad(f"{where}.rules must be a non-empty list")
+    rules = _combined(rule_set, where, "rules", not_an_object="must be an object")
     if len(rules) > facts.MAX_RULES:
         raise bad(f"{where} has {len(rules)} rules; at most {facts.MAX_RULES} are allowed")
     accounts = set()
@@ -728,13 +735,9 @@ def _check_filter_set(
     filter_set: object, offered: Mapping[str, tuple[int, ...]], where: str
 ) -> list[str]:
     """The action (or event) codes a rule's ``filter_set`` names, each one offered."""
-    if not isinstance(filter_set, dict):
-        raise bad(f"{where} is required and must be an object")
-    if filter_set.get("operator") not in _OPERATORS:
-        raise bad(f"{where}.operator must be AND or OR; got {short(filter_set.get('operator'))}")
-    filters = filter_set.get("filters")
-    if not isinstance(filters, list) or not filters:
-        raise bad(f"{where}.filters must be a non-empty list")
+    filters = _combined(
+        filter_set, where, "filters", not_an_object="is required and must be an object"
+    )
     codes: list[str] = []
     for index, item in enumerate(filters):
         here = f"{where}.filters[{index}]"
