@@ -23,6 +23,7 @@ import os
 import platform
 import pstats
 import re
+import resource
 import select
 import shutil
 import subprocess
@@ -397,6 +398,25 @@ class ChildRun:
     sampler: TreeSampler
 
 
+def read_and_wait(
+    process: subprocess.Popen[bytes], start: float
+) -> tuple[bytes, int, resource.struct_rusage, float]:
+    """A started child's whole stdout, exit code, resource usage (``os.wait4``: its
+    grandchildren included) and wall time since ``start``; killed if interrupted."""
+    assert process.stdout is not None
+    try:
+        with process.stdout:
+            stdout = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+    except BaseException:  # Ctrl-C: leave no child running
+        process.kill()
+        process.wait()
+        raise
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return stdout, process.returncode, usage, wall
+
+
 def run_child(command: list[str], env: Mapping[str, str], stderr_path: Path) -> ChildRun:
     """Run one command; its wall time, CPU time and peak RSS, its whole tree included.
 
@@ -412,21 +432,12 @@ def run_child(command: list[str], env: Mapping[str, str], stderr_path: Path) -> 
         )
         sampler = TreeSampler(process.pid)
         sampler.start()
-        assert process.stdout is not None
         try:
-            with process.stdout:
-                stdout = process.stdout.read()
-            _, status, usage = os.wait4(process.pid, 0)
-            wall = time.perf_counter() - start
-        except BaseException:  # Ctrl-C: leave no sync running
-            process.kill()
-            process.wait()
-            raise
+            stdout, returncode, usage, wall = read_and_wait(process, start)
         finally:
             sampler.stop()
-        process.returncode = os.waitstatus_to_exitcode(status)
     return ChildRun(
-        returncode=process.returncode,
+        returncode=returncode,
         stdout=stdout.decode("utf-8", "replace"),
         stderr=stderr_path.read_text("utf-8", "replace"),
         wall=wall,

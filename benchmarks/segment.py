@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -49,6 +48,7 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/segment.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.generate import cached_events
+from benchmarks.run import read_and_wait
 
 __all__ = ["SegmentResult", "ensure_installed", "main", "run_segment"]
 
@@ -272,20 +272,10 @@ def _run_node(arguments: list[str]) -> _NodeRun:
     start = time.perf_counter()
     # node from PATH running our own script with arguments we built, no shell
     process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE)  # noqa: S603
-    assert process.stdout is not None
-    try:
-        with process.stdout:
-            stdout = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
-    except BaseException:  # Ctrl-C: leave no node running
-        process.kill()
-        process.wait()
-        raise
-    process.returncode = os.waitstatus_to_exitcode(status)
+    stdout, returncode, usage, wall = read_and_wait(process, start)
     lines = stdout.decode("utf-8", "replace").strip().splitlines()
-    if process.returncode != 0 or not lines:
-        raise RuntimeError(f"bench.mjs exited {process.returncode} (its stderr is above)")
+    if returncode != 0 or not lines:
+        raise RuntimeError(f"bench.mjs exited {returncode} (its stderr is above)")
     return _NodeRun(
         summary=json.loads(lines[-1]),
         wall=wall,
