@@ -20,7 +20,8 @@ in input order, for the pipeline to take as it takes any other:
 
 One query per chunk, not one streamed over the whole input: streamed from Python, DuckDB
 read 100k+ lines ahead of its answers, and a chunk bounds the memory (it grows with
-``CHUNK_LINES``) at the price of planning the query again (~20 ms). The route gives the
+``CHUNK_LINES``) at the price of planning the query again (~10 ms: the query is a view
+bound once per run, but DuckDB optimizes it for every chunk). The route gives the
 Python route's results but is slower than it today (``benchmarks/RESULTS.md``), so
 ``route: "auto"`` does not take it.
 """
@@ -48,7 +49,7 @@ __all__ = ["BATCH_LINES", "CHUNK_LINES", "CompiledRoute", "compile_route"]
 
 log = logging.getLogger(__name__)
 
-CHUNK_LINES = 4096  # lines per query: DuckDB plans each (~30 ms); memory grows with it
+CHUNK_LINES = 4096  # lines per query: DuckDB plans each (~10 ms); memory grows with it
 CHUNK_BYTES = 8 << 20  # ... and at most this much text per query
 LONG_LINE = 64 << 10  # a longer line takes the Python route (DuckDB's JSON functions
 # hold several times a line's size: a few 1 MiB lines in one chunk ran it out of memory)
@@ -166,6 +167,11 @@ class CompiledRoute:
 
         try:
             with duckdb.connect(config={"threads": THREADS, "memory_limit": MEMORY_LIMIT}) as db:
+                # a view bound once: preparing the query text again for every chunk held
+                # the GIL ~15 ms (DuckDB 2.0 parses and binds it in Python)
+                db.register("input_lines", pa.table({"number": [0], "line": [""]}))
+                db.execute(f"CREATE TEMP VIEW routed_lines AS {self._query}")
+                db.unregister("input_lines")
                 for lines, numbers, texts in _chunks(stream, max_bytes, skip, stop):
                     answers: list[str | None] = []
                     if numbers:
@@ -173,7 +179,7 @@ class CompiledRoute:
                             pa.table({"number": numbers, "line": texts}).to_batches(BATCH_LINES)
                         )
                         db.register("input_lines", table)
-                        result = db.sql(self._query).to_arrow_table()
+                        result = db.sql("SELECT number, routed FROM routed_lines").to_arrow_table()
                         db.unregister("input_lines")
                         if result.column("number").to_pylist() != numbers:  # never seen
                             raise AssertionError("the compiled route's answers came out of order")
