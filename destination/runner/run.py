@@ -75,8 +75,8 @@ def route_for(setting: str, subscriptions: Sequence[Subscription]) -> CompiledRo
 
     ``"auto"`` takes the faster route, which is the Python route for now: the compiled
     route gives the same results at about 60% of its speed and 1.2x its CPU per event on
-    the 1M-event dry run (``benchmarks/RESULTS.md``). ``"compiled"`` refuses a mapping file the compiled route
-    does not cover (``ConfigurationError`` naming what).
+    the 1M-event dry run (``benchmarks/RESULTS.md``). ``"compiled"`` refuses a mapping
+    file the compiled route does not cover (``ConfigurationError`` naming what).
     """
     if setting != "compiled":
         log.debug("Python route (route %s)", setting)
