@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from destination.errors import ConfigurationError, OutputError
+from destination.files import replace_file
 
 __all__ = ["Checkpoint", "Progress", "fingerprint", "locked_state"]
 
@@ -187,19 +188,10 @@ class Checkpoint:
         }
         if self.source_state is not None:
             document["source_state"] = self.source_state
-        tmp = None
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=FILE_NAME, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(document, handle, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, directory / FILE_NAME)
+            replace_file(directory / FILE_NAME, json.dumps(document, sort_keys=True))
         except OSError as exc:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
             raise OutputError(
                 f"cannot write the checkpoint in {directory}: {exc.strerror}"
             ) from exc

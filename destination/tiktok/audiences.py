@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from destination.errors import ConfigurationError, PermanentError
+from destination.files import replace_file
 
 __all__ = ["AudienceRegistry", "ResolvedAudience"]
 
@@ -144,10 +143,4 @@ class AudienceRegistry:
 
     def _write(self, entries: dict[str, Any]) -> None:
         document = {"version": 1, "audiences": entries}
-        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=self._path.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._path)
+        replace_file(self._path, json.dumps(document, indent=2, sort_keys=True) + "\n")

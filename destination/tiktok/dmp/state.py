@@ -14,14 +14,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from destination.errors import ConfigurationError, OutputError
+from destination.files import replace_file
 
 __all__ = ["AudienceState", "Held", "changing", "state_path_for"]
 
@@ -91,12 +90,7 @@ class AudienceState:
         }
         text = json.dumps(document, indent=2, sort_keys=True) + "\n"
         try:
-            fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
+            replace_file(self.path, text)
         except OSError as exc:
             raise OutputError(f"cannot write the audience state {self.path}: {exc}") from None
 
