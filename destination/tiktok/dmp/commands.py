@@ -15,14 +15,21 @@ import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from destination.errors import ConfigurationError, MisconfiguredError, PermanentError
 from destination.kit.settings import resolve
 from destination.tiktok.dmp import facts
 from destination.tiktok.dmp.apply import apply_plan
 from destination.tiktok.dmp.definitions import Definition, load_definitions
-from destination.tiktok.dmp.plan import Plan, customer_file_path, fetch_remote, file_md5, make_plan
+from destination.tiktok.dmp.plan import (
+    Plan,
+    Remote,
+    customer_file_path,
+    fetch_remote,
+    file_md5,
+    make_plan,
+)
 from destination.tiktok.dmp.state import AudienceState, Held, changing, state_path_for
 from destination.tiktok.manage import Connection, ManageOptions, connect, refused
 from destination.tiktok.settings import TIKTOK_SETTINGS, Settings
@@ -80,7 +87,17 @@ def _print_plan(plan: Plan, options: ManageOptions) -> None:
         print(f"warning: {warning}", file=options.err)
 
 
-def _plan(options: ManageOptions, directory: Path, *, prune: bool) -> tuple[Any, Plan]:
+class _Planned(NamedTuple):
+    """A plan with what it was made from (``apply`` carries it out with them)."""
+
+    plan: Plan
+    definitions: list[Definition]
+    connection: Connection
+    state: AudienceState
+    remote: Remote
+
+
+def _plan(options: ManageOptions, directory: Path, *, prune: bool) -> _Planned:
     definitions = _definitions(directory)
     connection = connect(options)
     state = AudienceState.load(state_path_for(directory), connection.advertiser_id)
@@ -89,12 +106,12 @@ def _plan(options: ManageOptions, directory: Path, *, prune: bool) -> tuple[Any,
     except (PermanentError, MisconfiguredError) as exc:
         raise refused(exc) from exc
     plan = make_plan(definitions, state, remote, prune=prune)
-    return (definitions, connection, state, remote), plan
+    return _Planned(plan, definitions, connection, state, remote)
 
 
 def audiences_plan(options: ManageOptions, directory: Path, *, prune: bool) -> None:
     """Print what ``apply`` would do; nothing is changed."""
-    _, plan = _plan(options, directory, prune=prune)
+    plan = _plan(options, directory, prune=prune).plan
     _print_plan(plan, options)
     options.out.write(json.dumps(plan.to_json(), sort_keys=True) + "\n")
 
@@ -106,7 +123,7 @@ def audiences_apply(options: ManageOptions, directory: Path, *, prune: bool) -> 
 
 
 def _apply(options: ManageOptions, directory: Path, *, prune: bool) -> None:
-    (definitions, connection, state, remote), plan = _plan(options, directory, prune=prune)
+    plan, definitions, connection, state, remote = _plan(options, directory, prune=prune)
     _print_plan(plan, options)
     settings = Settings.from_values(
         resolve(TIKTOK_SETTINGS, {}, environ=options.environ, flags={}), token=None
