@@ -46,6 +46,7 @@ __all__ = [
     "audiences_get",
     "audiences_list",
     "connect",
+    "print_table",
     "refused",
 ]
 
@@ -168,13 +169,16 @@ def audiences_list(options: ManageOptions) -> None:
     for audience in audiences:
         shown = {**audience, "targetable": _targetable(audience)}
         rows.append([_cell(shown.get(key)) for _, key in _COLUMNS])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
-            file=options.out,
-        )
+    print_table(rows, options.out)
     options.out.write(json.dumps({"audiences": audiences}, sort_keys=True) + "\n")
+
+
+def print_table(rows: Sequence[Sequence[str]], out: IO[str]) -> None:
+    """``rows`` (the headings first) as columns two spaces apart, each as wide as its
+    widest cell."""
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
 
 
 def _targetable(audience: Mapping[str, Any]) -> bool:

@@ -31,7 +31,7 @@ from destination.tiktok.dmp.plan import (
     make_plan,
 )
 from destination.tiktok.dmp.state import AudienceState, Held, changing, state_path_for
-from destination.tiktok.manage import Connection, ManageOptions, connect, refused
+from destination.tiktok.manage import Connection, ManageOptions, connect, print_table, refused
 from destination.tiktok.settings import TIKTOK_SETTINGS, Settings
 
 __all__ = [
@@ -71,10 +71,7 @@ def _print_plan(plan: Plan, options: ManageOptions) -> None:
         if item.blocked:
             detail += f" BLOCKED: {item.blocked}"
         rows.append([item.kind, item.key, item.type, item.audience_id or "(new)", detail])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[-1]]).rstrip(), file=options.out)
+    print_table(rows, options.out)
     counts = plan.counts()
     print(
         "plan: "
