@@ -27,6 +27,7 @@ from destination.fake_server import FakeTikTok, serve_in_thread
 from destination.resources import data_dir
 from destination.runner.sync import SyncOptions, run_sync
 from destination.tiktok.dmp.commands import audiences_apply, audiences_plan
+from destination.tiktok.dmp.plan import KINDS
 from destination.tiktok.manage import ManageOptions
 
 __all__ = [
@@ -209,7 +210,7 @@ def _audiences_part(clock: DemoClock, work: Path, environ: dict[str, str], out: 
     clock.skipped += 2 * 24 * 3600  # the fake's audiences fill in 24-48 hours
     run("two days later: apply again", lambda o: audiences_apply(o, definitions, prune=False))
     last = run("plan again", lambda o: audiences_plan(o, definitions, prune=False))
-    changes = sum(last[kind] for kind in ("create", "update", "share", "unshare", "delete"))
+    changes = sum(last[kind] for kind in KINDS if kind != "unchanged")
     out.write(f"   {changes} changes left, {last['unchanged']} audiences unchanged\n")
 
 
