@@ -33,7 +33,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from destination.backends import ApiRequest
 from destination.fake_server.audience_api import AudienceApi
@@ -91,6 +91,9 @@ _LOOKALIKE_FIELDS = frozenset(
         "placements",
     }
 )
+
+
+T = TypeVar("T")
 
 
 def _default_target(audience_id: str) -> int:
@@ -180,18 +183,16 @@ class DmpApi(AudienceApi):
         """The advertiser's own audiences and those shared with it, in creation order."""
         advertiser_id = required_param(request, "advertiser_id")
         self._check_advertiser(grant, advertiser_id)
-        page = int_param(request, "page", default=1, maximum=None)
-        page_size = int_param(request, "page_size", default=10, maximum=MAX_PAGE_SIZE)
         listed = [
             audience
             for audience in self._audiences.values()
             if audience.visible_to(advertiser_id) and not audience.deleted
         ]
-        start = (page - 1) * page_size
+        shown, page_info = _page(request, listed, MAX_PAGE_SIZE)
         now = self._clock()
         return {
-            "list": [a.details(now, advertiser_id) for a in listed[start : start + page_size]],
-            "page_info": _page_info(page, page_size, len(listed)),
+            "list": [a.details(now, advertiser_id) for a in shown],
+            "page_info": page_info,
         }
 
     def _audience_get(self, grant: Grant, request: ApiRequest) -> dict[str, Any]:
@@ -218,10 +219,8 @@ class DmpApi(AudienceApi):
     def _adgroup_get(self, grant: Grant, request: ApiRequest) -> dict[str, Any]:
         advertiser_id = required_param(request, "advertiser_id")
         self._check_advertiser(grant, advertiser_id)
-        page = int_param(request, "page", default=1, maximum=None)
-        page_size = int_param(request, "page_size", default=10, maximum=MAX_ADGROUP_PAGE_SIZE)
         owned = [a for a in self._adgroups.values() if a.advertiser_id == advertiser_id]
-        start = (page - 1) * page_size
+        shown, page_info = _page(request, owned, MAX_ADGROUP_PAGE_SIZE)
         return {
             "list": [
                 {
@@ -230,9 +229,9 @@ class DmpApi(AudienceApi):
                     "advertiser_id": adgroup.advertiser_id,
                     **adgroup.targeting(),
                 }
-                for adgroup in owned[start : start + page_size]
+                for adgroup in shown
             ],
-            "page_info": _page_info(page, page_size, len(owned)),
+            "page_info": page_info,
         }
 
     # ------------------------------------------------------------ delete, apply
@@ -244,11 +243,7 @@ class DmpApi(AudienceApi):
         body = body_object(request)
         advertiser_id = required_str(body, "advertiser_id")
         self._check_advertiser(grant, advertiser_id)
-        ids = body.get("custom_audience_ids")
-        if not nonempty_strings(ids):
-            raise bad("custom_audience_ids must be a non-empty list of strings")
-        if len(ids) > MAX_DELETE_IDS:
-            raise Rejected(40011, f"Too many custom_audience_ids: {len(ids)} > {MAX_DELETE_IDS}")
+        ids = _ids_field(body, "custom_audience_ids", MAX_DELETE_IDS)
         found = [self._visible(audience_id, advertiser_id) for audience_id in ids]
         for audience in found:
             self._check_deletable(audience, advertiser_id)
@@ -490,8 +485,8 @@ class DmpApi(AudienceApi):
         body = body_object(request)
         advertiser_id = required_str(body, "advertiser_id")
         owner = self._check_advertiser(grant, advertiser_id)
-        ids = _ids_field(body, "custom_audience_ids")
-        recipients = _ids_field(body, "shared_advertiser_ids")
+        ids = _ids_field(body, "custom_audience_ids", facts.MAX_SHARE_IDS)
+        recipients = _ids_field(body, "shared_advertiser_ids", facts.MAX_SHARE_IDS)
         audiences = [self._owned(a, advertiser_id, "share it") for a in ids]
         for recipient in recipients:
             known = self._advertisers.get(recipient)
@@ -529,12 +524,17 @@ class DmpApi(AudienceApi):
 # ----------------------------------------------------------------- pure helpers
 
 
-def _page_info(page: int, page_size: int, total: int) -> dict[str, int]:
-    return {
+def _page(request: ApiRequest, rows: list[T], maximum: int) -> tuple[list[T], dict[str, int]]:
+    """The page of ``rows`` the request's ``page`` and ``page_size`` (10 unless given, at
+    most ``maximum``) ask for, and TikTok's ``page_info`` of it."""
+    page = int_param(request, "page", default=1, maximum=None)
+    page_size = int_param(request, "page_size", default=10, maximum=maximum)
+    start = (page - 1) * page_size
+    return rows[start : start + page_size], {
         "page": page,
         "page_size": page_size,
-        "total_number": total,
-        "total_page": math.ceil(total / page_size),
+        "total_number": len(rows),
+        "total_page": math.ceil(len(rows) / page_size),
     }
 
 
@@ -543,12 +543,13 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def _ids_field(body: Mapping[str, Any], name: str) -> list[str]:
+def _ids_field(body: Mapping[str, Any], name: str, limit: int) -> list[str]:
+    """The ids of list field ``name``: 1 to ``limit`` strings."""
     ids = body.get(name)
     if not nonempty_strings(ids):
         raise bad(f"{name} must be a non-empty list of strings")
-    if len(ids) > facts.MAX_SHARE_IDS:
-        raise Rejected(40011, f"Too many {name}: {len(ids)} > {facts.MAX_SHARE_IDS}")
+    if len(ids) > limit:
+        raise Rejected(40011, f"Too many {name}: {len(ids)} > {limit}")
     return ids
 
 
