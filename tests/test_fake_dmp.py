@@ -119,16 +119,23 @@ def upload(fake: FakeTikTok, folder: Path, hashes: list[str], advertiser_id: str
     return file_path
 
 
+def file_create_body(
+    file_path: str, name: str = "Customers", advertiser_id: str = OWNER
+) -> dict[str, Any]:
+    """A ``dmp/custom_audience/create/`` body from one uploaded file."""
+    return {
+        "advertiser_id": advertiser_id,
+        "custom_audience_name": name,
+        "calculate_type": "MULTIPLE_TYPES",
+        "file_paths": [file_path],
+    }
+
+
 def create_file_audience(
     fake: FakeTikTok, folder: Path, hashes: list[str], advertiser_id: str = OWNER
 ) -> str:
     file_path = upload(fake, folder, hashes, advertiser_id)
-    body = {
-        "advertiser_id": advertiser_id,
-        "custom_audience_name": "Customers",
-        "calculate_type": "MULTIPLE_TYPES",
-        "file_paths": [file_path],
-    }
+    body = file_create_body(file_path, advertiser_id=advertiser_id)
     audience_id = ok(post(fake, DMP + "create/", body))["custom_audience_id"]
     assert isinstance(audience_id, str)
     return audience_id
@@ -527,12 +534,7 @@ def test_400_audiences_per_advertiser_on_every_create(
     creates = {
         "rule/create/": APP_ACTIVITY,
         "lookalike/create/": lookalike_body(source),
-        "create/": {
-            "advertiser_id": OWNER,
-            "custom_audience_name": "file",
-            "calculate_type": "MULTIPLE_TYPES",
-            "file_paths": [file_path],
-        },
+        "create/": file_create_body(file_path, "file"),
     }
     for path, body in creates.items():
         refused(post(fake, DMP + path, body), 40002, "limit of 400 custom audiences")
@@ -842,12 +844,7 @@ def test_a_file_with_several_id_types_keeps_each_person_once(
     rows = [[sha(f"e{n}"), sha(f"p{n}") if n % 2 else ""] for n in range(1_000)]
     path, signature = write_file(tmp_path, rows, header="EMAIL_SHA256,PHONE_SHA256")
     file_path = ok(fake.send(upload_request(path, signature)))["file_path"]
-    body = {
-        "advertiser_id": OWNER,
-        "custom_audience_name": "Two ids",
-        "calculate_type": "MULTIPLE_TYPES",
-        "file_paths": [file_path],
-    }
+    body = file_create_body(file_path, "Two ids")
     audience_id = ok(post(fake, DMP + "create/", body))["custom_audience_id"]
     clock.now += 48 * HOUR
     assert fake.cover_num(audience_id) == 1_000
@@ -889,12 +886,7 @@ def test_the_upload_over_http_is_multipart_spooled_to_disk(
     name, spooled = received.files["file"]
     assert name == "people.csv"
     assert not spooled.exists()  # the spooled copy is deleted once answered
-    body = {
-        "advertiser_id": OWNER,
-        "custom_audience_name": "Over HTTP",
-        "calculate_type": "MULTIPLE_TYPES",
-        "file_paths": [reply.json()["data"]["file_path"]],
-    }
+    body = file_create_body(reply.json()["data"]["file_path"], "Over HTTP")
     audience_id = ok(post(fake, DMP + "create/", body))["custom_audience_id"]
     assert fake.members(audience_id) == {"EMAIL_SHA256": set(hashes)}
 
